@@ -1,0 +1,1 @@
+"""PyTorch suite of the compression study."""

@@ -1,0 +1,20 @@
+"""Entry point of the PyTorch suite as an importable function."""
+from __future__ import annotations
+
+import torch
+
+from shared import provenance
+from shared.runner import run_suite
+from .techniques import FRAMEWORK, REGISTRY
+from .train import pick_device
+
+
+def environment(threads: int) -> dict:
+    device = pick_device()
+    name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
+    return provenance.environment(FRAMEWORK, name, threads)
+
+
+def run(preset, out_dir, **kwargs) -> list[dict]:
+    return run_suite(FRAMEWORK, REGISTRY, preset, out_dir,
+                     environment=lambda: environment(preset.measure.threads), **kwargs)

@@ -1,0 +1,151 @@
+"""The shared recipe (shared.recipe) applied in PyTorch: data on device, augmentation on whole batches.
+
+Like airbench, the whole uint8 training set lives on the device, already padded for the random crop, and
+a batch is cropped, flipped and normalised with a handful of tensor ops: no DataLoader, no per-image PIL.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from shared import data as shared_data
+from shared.progress import EpochProgress
+from shared.recipe import Recipe, epoch_orders, lr_at, steps_per_epoch
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class BatchAugmenter:
+    """Random crop from a zero-padded image and horizontal flip, for a whole index batch at once."""
+
+    def __init__(self, x_uint8_nhwc: np.ndarray, pad: int, flip: bool, device, generator: torch.Generator):
+        x = torch.from_numpy(x_uint8_nhwc).to(device)
+        self.x = F.pad(x, (0, 0, pad, pad, pad, pad)) if pad else x  # pad H and W once, not per batch
+        self.pad, self.flip, self.gen = pad, flip, generator
+        self.hw = x_uint8_nhwc.shape[1]
+        self.ar = torch.arange(self.hw, device=device)
+        self.mean, self.std = _norm_constants(device)
+
+    def __call__(self, idx: torch.Tensor) -> torch.Tensor:
+        n = idx.numel()
+        dev = self.x.device
+        if self.pad:
+            oy = torch.randint(0, 2 * self.pad + 1, (n,), device=dev, generator=self.gen)
+            ox = torch.randint(0, 2 * self.pad + 1, (n,), device=dev, generator=self.gen)
+            rows = (oy[:, None] + self.ar)[:, :, None]
+            cols = (ox[:, None] + self.ar)[:, None, :]
+            if self.flip:  # a flip is a reversed column index: no extra copy of the batch
+                flipped = torch.rand(n, device=dev, generator=self.gen) < 0.5
+                cols = torch.where(flipped[:, None, None], cols.flip(-1), cols)
+            batch = self.x[idx[:, None, None], rows, cols]
+        else:
+            batch = self.x[idx]
+        return to_model_input(batch, self.mean, self.std)
+
+
+def _norm_constants(device):
+    mean = torch.tensor(shared_data.MEAN, device=device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(shared_data.STD, device=device).view(1, 3, 1, 1) * 255
+    return mean, std
+
+
+def to_model_input(batch_uint8_nhwc: torch.Tensor, mean, std) -> torch.Tensor:
+    # NHWC uint8 -> NCHW float32 whose memory stays NHWC (channels_last), the fast layout for oneDNN/cuDNN.
+    x = batch_uint8_nhwc.permute(0, 3, 1, 2).float()
+    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.SGD:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        # conv/linear weights only (see shared.conventions): biases and BN gamma/beta are not decayed
+        (decay if p.ndim > 1 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov)
+
+
+def autocast(device: torch.device):
+    # bf16 autocast on GPU (no loss scaling needed, unlike fp16); fp32 on CPU for training.
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+@torch.no_grad()
+def evaluate(model, split: shared_data.Split, batch_size: int, device=None) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) on a split, eval mode, no augmentation."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    mean, std = _norm_constants(device)
+    x_all = torch.from_numpy(split.x).to(device)
+    y_all = torch.from_numpy(split.y).to(device)
+    loss_sum, correct = 0.0, 0
+    for i in range(0, len(split), batch_size):
+        with autocast(device):
+            logits = model(to_model_input(x_all[i : i + batch_size], mean, std)).float()
+        y = y_all[i : i + batch_size]
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+    model.train(was_training)
+    return loss_sum / len(split), correct / len(split)
+
+
+def train(model, dataset: shared_data.Dataset, recipe: Recipe, seed: int, label: str = "pytorch",
+          device=None) -> dict:
+    """Train in place with the shared recipe; return the history and throughput."""
+    device = device or pick_device()
+    torch.manual_seed(seed)
+    model.to(device).to(memory_format=torch.channels_last)
+    n = len(dataset.train)
+    steps = steps_per_epoch(n, recipe.batch_size)
+    total = steps * recipe.epochs
+    orders = torch.from_numpy(epoch_orders(n, recipe.epochs, seed, recipe.batch_size)).to(device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    augment = BatchAugmenter(dataset.train.x, recipe.crop_padding, recipe.flip, device, gen)
+    y_all = torch.from_numpy(dataset.train.y).to(device)
+    opt = make_optimizer(model, recipe)
+    progress = EpochProgress(label, recipe.epochs, steps)
+    history, train_time = [], 0.0
+    for epoch in range(recipe.epochs):
+        model.train()
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        for step in range(steps):
+            lr = float(lr_at(epoch * steps + step, total, recipe))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            idx = orders[epoch, step * recipe.batch_size : (step + 1) * recipe.batch_size]
+            x, y = augment(idx), y_all[idx]
+            with autocast(device):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            # accumulate on device: a .item() per step would synchronise the GPU every step
+            loss_sum += loss.detach()
+            correct += (logits.argmax(1) == y).sum()
+            progress.step(epoch, step, loss.item() if progress.live else None)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        epoch_time = time.perf_counter() - t0
+        train_time += epoch_time
+        val_loss, val_acc = evaluate(model, dataset.val, recipe.eval_batch_size, device) if len(dataset.val) else (None, None)
+        row = {
+            "epoch": epoch + 1, "lr": lr, "train_loss": loss_sum.item() / steps,
+            "train_acc": correct.item() / (steps * recipe.batch_size), "val_loss": val_loss, "val_acc": val_acc,
+            "epoch_time_s": epoch_time, "images_per_s": steps * recipe.batch_size / epoch_time,
+        }
+        history.append(row)
+        progress.epoch_end(row)
+    return {
+        "history": history,
+        "train_time_s": train_time,
+        "train_images_per_s": total * recipe.batch_size / train_time,
+        "device": str(device),
+    }

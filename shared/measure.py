@@ -1,0 +1,61 @@
+"""The measurement protocol every reported model goes through, in both frameworks.
+
+Each suite implements the timing and serialisation with its own tools; the settings, the statistics and
+the gzip rule are defined here once.
+"""
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import register
+
+
+@register
+@dataclass(frozen=True)
+class MeasureProtocol:
+    threads: int = 2  # fixed intra-op threads for CPU latency, recorded with every row
+    latency_batch_sizes: tuple[int, ...] = (1, 64)
+    warmup: int = 10  # untimed calls per batch size (allocator, oneDNN/XNNPACK kernel selection)
+    repeats: int = 30  # timed calls per batch size
+    gzip_level: int = 9
+
+
+METRIC_COLUMNS = (
+    "test_acc",
+    "params_total",
+    "params_nonzero",
+    "macs",
+    "size_bytes",
+    "size_gzip_bytes",
+    "latency_b1_ms_median",
+    "latency_b1_ms_p90",
+    "latency_b64_ms_median",
+    "latency_b64_ms_p90",
+    "train_time_s",
+    "train_images_per_s",
+)
+
+
+def latency_stats(seconds, batch_size: int) -> dict[str, float]:
+    """Median and p90 in ms: per image at batch 1, per batch otherwise (the protocol's units)."""
+    ms = np.asarray(seconds, dtype=np.float64) * 1e3
+    return {
+        f"latency_b{batch_size}_ms_median": float(np.median(ms)),
+        f"latency_b{batch_size}_ms_p90": float(np.percentile(ms, 90)),
+    }
+
+
+def file_sizes(path, level: int = 9) -> dict[str, int]:
+    data = Path(path).read_bytes()
+    # mtime=0 so the gzip size is a property of the model, not of when it was measured
+    return {"size_bytes": len(data), "size_gzip_bytes": len(gzip.compress(data, compresslevel=level, mtime=0))}
+
+
+def accuracy(correct: int, total: int) -> float:
+    if total <= 0:
+        raise ValueError("accuracy over an empty set")
+    return correct / total

@@ -1,0 +1,54 @@
+"""Result rows: one JSON file per completed cell (framework, arch, technique, settings, seed).
+
+Rows are written to a temp file and renamed into place, so a run killed at any moment leaves either the
+whole row or none; the row's file name is its cell id, so a cell can never be recorded twice.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+ROWS_DIR = "rows"
+
+
+def cell_id(framework: str, arch: str, technique: str, settings: dict, seed: int) -> str:
+    digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{framework}__{arch}__{technique}__{digest}__s{seed}"
+
+
+def row_path(out_dir, cid: str) -> Path:
+    return Path(out_dir) / ROWS_DIR / f"{cid}.json"
+
+
+def write_row(out_dir, row: dict) -> Path:
+    path = row_path(out_dir, row["cell_id"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(row, f, indent=1, sort_keys=True, allow_nan=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def read_rows(out_dir) -> list[dict]:
+    """Every row under ``out_dir`` (searched recursively, so one directory may hold several runs)."""
+    rows = []
+    for path in sorted(Path(out_dir).rglob(f"{ROWS_DIR}/*.json")):
+        if path.name.startswith("."):
+            continue  # an unfinished temp file from a killed run
+        with open(path) as f:
+            rows.append(json.load(f))
+    return rows
+
+
+def finished(out_dir, cid: str) -> bool:
+    """A cell counts as done only when it succeeded: failed cells are retried on the next run."""
+    path = row_path(out_dir, cid)
+    if not path.exists():
+        return False
+    with open(path) as f:
+        return json.load(f).get("status") == "ok"

@@ -1,0 +1,106 @@
+"""The cell loop both suites share: skip finished cells, run the rest, write one row each.
+
+A suite passes its technique registry (key -> function); the function trains/compresses/measures with the
+suite's own framework and returns the row's metrics. Nothing here imports a framework.
+"""
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from . import config, data as data_mod
+from .presets import Preset
+from .results import cell_id, finished, write_row
+from .techniques import TECHNIQUES
+
+
+@dataclass(frozen=True)
+class Cell:
+    framework: str
+    arch: str
+    technique: str
+    seed: int
+    settings: dict = field(default_factory=dict, hash=False)
+
+    @property
+    def id(self) -> str:
+        return cell_id(self.framework, self.arch, self.technique, self.settings, self.seed)
+
+
+@dataclass
+class RunContext:
+    """What a technique function gets besides its cell."""
+
+    preset: Preset
+    out_dir: Path
+    data_dir: str | None = None
+    log: Callable[[str], None] = print
+    _dataset: object = None
+
+    @property
+    def dataset(self) -> data_mod.Dataset:
+        if self._dataset is None:  # loaded only when some cell actually needs to run
+            self._dataset = load_dataset(self.preset, self.data_dir)
+        return self._dataset
+
+    def checkpoint_path(self, framework: str, arch: str, seed: int, name: str = "baseline") -> Path:
+        return self.out_dir / "checkpoints" / f"{framework}__{arch}__{name}__s{seed}.safetensors"
+
+
+def load_dataset(preset: Preset, data_dir=None) -> data_mod.Dataset:
+    if preset.data == "synthetic":
+        n_train, n_val, n_test = preset.synthetic_sizes
+        return data_mod.synthetic(n_train=n_train, n_val=n_val, n_test=n_test, seed=0)
+    if preset.data == "cifar10":
+        return data_mod.load_cifar10(data_dir, val_size=preset.val_size, train_subset=preset.train_subset)
+    raise ValueError(f"preset {preset.name!r} has unknown data source {preset.data!r}")
+
+
+def check_registry(framework: str, registry: dict) -> None:
+    if set(registry) != set(TECHNIQUES):
+        raise RuntimeError(
+            f"{framework} registry keys {sorted(registry)} differ from shared.techniques.TECHNIQUES "
+            f"{sorted(TECHNIQUES)}"
+        )
+
+
+def plan_cells(framework: str, preset: Preset, techniques=TECHNIQUES, archs=None) -> list[Cell]:
+    archs = archs or preset.archs
+    # Baseline first: every other technique starts from the trained baseline of the same run.
+    return [Cell(framework, a, t, s) for a in archs for s in preset.seeds for t in techniques]
+
+
+def run_suite(framework: str, registry: dict, preset: Preset, out_dir, *, data_dir=None, archs=None,
+              techniques=None, log=print, environment: Callable[[], dict] = dict,
+              command: str | None = None) -> list[dict]:
+    """Run every unfinished cell; return the rows written by this call."""
+    check_registry(framework, registry)
+    out_dir = Path(out_dir)
+    ctx = RunContext(preset=preset, out_dir=out_dir, data_dir=data_dir, log=log)
+    rows = []
+    for cell in plan_cells(framework, preset, techniques or TECHNIQUES, archs):
+        if finished(out_dir, cell.id):
+            log(f"[{framework}] skip {cell.arch}/{cell.technique}/s{cell.seed}: already done")
+            continue
+        log(f"[{framework}] run {cell.arch}/{cell.technique}/s{cell.seed}")
+        started = time.time()
+        row = {
+            "cell_id": cell.id, "framework": framework, "arch": cell.arch, "technique": cell.technique,
+            "settings": cell.settings, "seed": cell.seed, "preset": preset.name,
+            "config": config.to_jsonable(preset), "command": command or " ".join(sys.argv),
+        }
+        try:
+            row.update(registry[cell.technique](ctx, cell))
+            row["status"], row["error"] = "ok", None
+        except Exception as exc:  # a failed cell is recorded and reported, and retried next run
+            row["status"], row["error"] = "failed", "".join(traceback.format_exception(exc))[-4000:]
+            log(f"[{framework}] FAILED {cell.arch}/{cell.technique}/s{cell.seed}: {exc!r}")
+        row["env"] = environment()
+        row["wall_time_s"] = time.time() - started
+        write_row(out_dir, row)
+        rows.append(row)
+    return rows

@@ -1,0 +1,102 @@
+"""Runs write one atomic row per cell, skip finished cells, and resume after a crash or a kill."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from shared import results
+from shared.presets import get_preset
+from shared.runner import Cell, check_registry, plan_cells, run_suite
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fake_registry(calls, crash_on=None):
+    def baseline(ctx, cell):
+        if cell.arch == crash_on:
+            raise KeyboardInterrupt  # a kill, not an error: nothing may be recorded for this cell
+        calls.append(cell.arch)
+        return {"test_acc": 0.5}
+
+    return {"baseline": baseline}
+
+
+def test_interrupted_run_resumes_without_redoing_or_duplicating(tmp_path):
+    preset = get_preset("smoke")
+    calls = []
+    with pytest.raises(KeyboardInterrupt):
+        run_suite("fake", fake_registry(calls, crash_on="resnet18"), preset, tmp_path)
+    assert calls == ["vgg16"]
+    first = results.row_path(tmp_path, plan_cells("fake", preset)[0].id)
+    stamp = first.stat().st_mtime_ns
+    rows = run_suite("fake", fake_registry(calls), preset, tmp_path)
+    assert calls == ["vgg16", "resnet18"] and [r["arch"] for r in rows] == ["resnet18"]
+    assert first.stat().st_mtime_ns == stamp  # the finished cell was not rewritten
+    all_rows = results.read_rows(tmp_path)
+    assert sorted(r["arch"] for r in all_rows) == ["resnet18", "vgg16"]
+    assert len({r["cell_id"] for r in all_rows}) == 2
+    assert run_suite("fake", fake_registry(calls), preset, tmp_path) == []
+
+
+def test_failed_cell_is_recorded_and_retried(tmp_path):
+    def broken(ctx, cell):
+        raise ValueError("boom")
+
+    rows = run_suite("fake", {"baseline": broken}, get_preset("smoke"), tmp_path, archs=("vgg16",))
+    assert rows[0]["status"] == "failed" and "ValueError: boom" in rows[0]["error"]
+    calls = []
+    rows = run_suite("fake", fake_registry(calls), get_preset("smoke"), tmp_path, archs=("vgg16",))
+    assert calls == ["vgg16"] and rows[0]["status"] == "ok"
+
+
+def test_rows_carry_typed_config_and_environment(tmp_path):
+    rows = run_suite("fake", fake_registry([]), get_preset("smoke"), tmp_path, archs=("vgg16",),
+                     environment=lambda: {"git_commit": "abc"}, command="python -m fake run")
+    on_disk = json.loads(results.row_path(tmp_path, rows[0]["cell_id"]).read_text())
+    assert on_disk["config"]["__type__"] == "Preset" and on_disk["config"]["name"] == "smoke"
+    assert on_disk["env"] == {"git_commit": "abc"} and on_disk["command"] == "python -m fake run"
+
+
+def test_registry_must_match_shared_keys():
+    with pytest.raises(RuntimeError, match="differ from shared.techniques"):
+        check_registry("fake", {"baseline": None, "extra": None})
+
+
+def test_cell_ids_are_stable_and_settings_sensitive():
+    a = Cell("pytorch", "vgg16", "baseline", 0, {"sparsity": 0.5})
+    assert a.id == Cell("pytorch", "vgg16", "baseline", 0, {"sparsity": 0.5}).id
+    assert a.id != Cell("pytorch", "vgg16", "baseline", 0, {"sparsity": 0.7}).id
+    assert a.id.startswith("pytorch__vgg16__baseline__") and a.id.endswith("__s0")
+
+
+def test_temp_files_of_a_killed_writer_are_ignored(tmp_path):
+    (tmp_path / "rows").mkdir()
+    (tmp_path / "rows" / ".x.json.123.tmp").write_text('{"trunc')
+    assert results.read_rows(tmp_path) == []
+
+
+def test_killed_pytorch_run_resumes(tmp_path):
+    """SIGKILL a real smoke run after its first row; the rerun finishes the rest and keeps that row."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "pytorch_impl", "run", "--preset", "smoke", "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((out / "rows").glob("*.json")):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = [p.name for p in (out / "rows").glob("*.json")]
+    assert len(done) >= 1
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "rows").glob("*.json")}
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("skip") == len(done)
+    rows = results.read_rows(out)
+    assert sorted((r["arch"], r["technique"]) for r in rows) == [("resnet18", "baseline"), ("vgg16", "baseline")]
+    assert all(r["status"] == "ok" for r in rows)
+    assert {n: (out / "rows" / n).stat().st_mtime_ns for n in done} == {n: stamps[n] for n in done}

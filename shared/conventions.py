@@ -12,9 +12,10 @@ BN_MOMENTUM_KERAS = 1.0 - BN_MOMENTUM_TORCH  # 0.9, not Keras' default 0.99
 BN_EPS = 1e-5
 
 # Padding. Keras "same" at stride 2 pads 0 before and 1 after (TF's asymmetric rule) while PyTorch's
-# padding=1 pads 1 on both sides, which shifts every strided feature map by one pixel. Keras convs therefore
-# use explicit symmetric ZeroPadding2D(k // 2) followed by a "valid" conv.
-CONV_PADDING = "symmetric k//2 then valid"
+# padding=1 pads 1 on both sides, which shifts every strided feature map by one pixel. Strided Keras convs
+# therefore use an explicit symmetric ZeroPadding2D(k // 2) and a "valid" conv; at stride 1 "same" already
+# is the symmetric k // 2 padding and is used as is (an extra pad layer per conv costs ~1/3 of training).
+CONV_PADDING = "stride 1: same; stride 2: ZeroPadding2D(k//2) + valid"
 
 # Layout. The neutral state (shared.state) stores conv kernels OIHW and linear weights (out, in), PyTorch's
 # layouts; Keras kernels are HWIO and (in, out) and are transposed on import/export. Keras models run NHWC,
@@ -37,3 +38,8 @@ NESTEROV_NOTE = "equivalent at constant lr"
 
 # Label smoothing. torch CrossEntropyLoss(label_smoothing=e) and Keras CategoricalCrossentropy(label_smoothing=e)
 # both mix the one-hot target with the uniform distribution: target = (1 - e) * onehot + e / K.
+
+# BatchNorm running variance. PyTorch updates running_var with the unbiased batch variance (n / (n - 1));
+# Keras uses the biased one. Normalisation during training is identical; the running statistics differ by
+# that factor per update, which is negligible for conv BN (n = batch x H x W) and ~1/batch for VGG's FC BN.
+BN_RUNNING_VAR = "torch unbiased, keras biased"

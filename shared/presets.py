@@ -39,7 +39,7 @@ PRESETS: dict[str, Preset] = {
         name="quick",
         data="cifar10",
         width=0.25,
-        recipe=Recipe(epochs=8, batch_size=128, lr=0.1),
+        recipe=Recipe(epochs=4, batch_size=128, lr=0.1),
     ),
     # Full widths, full data, a full schedule, 3 seeds: for a GPU.
     "paper": Preset(

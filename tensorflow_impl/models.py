@@ -1,0 +1,142 @@
+"""Keras (tf_keras) networks built from the shared spec; layer names are the spec's canonical names.
+
+Mirrors ``pytorch_impl.models``: the Conv2D / Dense / BatchNormalization layers carry exactly the canonical
+names of ``shared.specs`` (tf_keras accepts dots in layer names, so no mapping is needed); helper layers
+without weights (padding, ReLU, pooling, add) get derived names with a ``_`` suffix, which never collide with
+a canonical name. Models take NHWC float32 input (32, 32, 3) and output logits (no softmax).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from shared import specs
+from shared.conventions import BN_EPS, BN_MOMENTUM_KERAS, keras_l2_factor
+
+from . import require_tf_keras
+
+keras = require_tf_keras()
+layers = keras.layers
+
+
+def _regularizer(weight_decay: float):
+    # Coupled L2 matching torch SGD(weight_decay=wd): see conventions.keras_l2_factor. Kernels only.
+    return keras.regularizers.L2(keras_l2_factor(weight_decay)) if weight_decay > 0 else None
+
+
+def _conv_bn(x, c: specs.Conv, weight_decay: float):
+    """Conv with PyTorch's padding=k//2, followed by its BN (see conventions.CONV_PADDING).
+
+    At stride 1 Keras "same" is exactly that symmetric padding; at stride 2 it is not (0 before, 1 after),
+    so strided convs get an explicit ZeroPadding2D and "valid". Padding only where needed matters: a pad
+    layer before every conv costs a full copy forward and a slice backward, ~1/3 of ResNet-18's CPU
+    training time at full width.
+    """
+    explicit = c.padding and c.stride != 1
+    if explicit:
+        x = layers.ZeroPadding2D(c.padding, name=f"{c.name}_pad")(x)
+    x = layers.Conv2D(
+        c.cout,
+        c.kernel,
+        strides=c.stride,
+        padding="valid" if explicit or not c.padding else "same",
+        use_bias=c.bias,
+        kernel_regularizer=_regularizer(weight_decay),
+        name=c.name,
+    )(x)
+    return _bn(x, c.bn_name)
+
+
+def _bn(x, name: str):
+    return layers.BatchNormalization(momentum=BN_MOMENTUM_KERAS, epsilon=BN_EPS, name=name)(x)
+
+
+def _dense(x, lin: specs.Linear, weight_decay: float):
+    return layers.Dense(lin.cout, kernel_regularizer=_regularizer(weight_decay), name=lin.name)(x)
+
+
+def _vgg(inputs, plan: specs.VGGPlan, weight_decay: float):
+    x = inputs
+    for i, c in enumerate(plan.convs):
+        x = _conv_bn(x, c, weight_decay)
+        x = layers.ReLU(name=f"{c.name}_relu")(x)
+        if i in plan.pool_after:
+            x = layers.MaxPool2D(2, name=f"features.{i}_pool")(x)
+    x = layers.Flatten(name="flatten")(x)  # NHWC 1x1xC: same feature order as torch.flatten on NCHW 1x1
+    x = _dense(x, plan.fc1, weight_decay)
+    x = _bn(x, plan.fc1.bn_name)
+    x = layers.ReLU(name=f"{plan.fc1.name}_relu")(x)
+    return _dense(x, plan.fc2, weight_decay)
+
+
+def _basic_block(x, blk: specs.Block, weight_decay: float):
+    out = _conv_bn(x, blk.conv1, weight_decay)
+    out = layers.ReLU(name=f"{blk.conv1.name}_relu")(out)
+    out = _conv_bn(out, blk.conv2, weight_decay)
+    shortcut = _conv_bn(x, blk.shortcut, weight_decay) if blk.shortcut else x
+    out = layers.Add(name=f"{blk.name}_add")([out, shortcut])
+    return layers.ReLU(name=f"{blk.name}_relu")(out)
+
+
+def _resnet(inputs, plan: specs.ResNetPlan, weight_decay: float):
+    x = _conv_bn(inputs, plan.stem, weight_decay)
+    x = layers.ReLU(name=f"{plan.stem.name}_relu")(x)
+    for blk in plan.blocks:
+        x = _basic_block(x, blk, weight_decay)
+    x = layers.GlobalAveragePooling2D(name="avgpool")(x)
+    return _dense(x, plan.fc, weight_decay)
+
+
+def build(arch: str, num_classes: int = 10, width: float = 1.0, widths=None, weight_decay: float = 0.0):
+    """Build ``arch`` from the shared spec; ``widths`` (e.g. from a structured prune) overrides ``width``.
+
+    ``weight_decay`` > 0 puts ``L2(keras_l2_factor(weight_decay))`` on every conv and dense kernel (never on
+    biases or BN), the Keras equivalent of ``torch.optim.SGD(weight_decay=...)``.
+    """
+    resolved = specs.resolve_widths(arch, width, widths)
+    plan = specs.plan(arch, num_classes, widths=resolved)
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    inputs = keras.Input((specs.INPUT_HW, specs.INPUT_HW, specs.INPUT_CHANNELS), dtype="float32", name="input")
+    logits = (_vgg if arch == "vgg16" else _resnet)(inputs, plan, weight_decay)
+    model = keras.Model(inputs, logits, name=arch)
+    model.arch, model.widths, model.plan = arch, resolved, plan
+    return model
+
+
+def parameter_variables(model) -> list:
+    """The variables PyTorch calls parameters: kernels, biases, BN gamma/beta; not BN moving statistics.
+
+    Found by attribute on every (nested) layer, so a frozen layer's weights still count and variables that
+    wrappers add (e.g. tfmot pruning masks and thresholds) do not.
+    """
+    seen, out = set(), []
+    for layer in [model, *model.submodules]:
+        for attr in ("kernel", "bias", "gamma", "beta"):
+            v = getattr(layer, attr, None)
+            if v is not None and hasattr(v, "shape") and hasattr(v, "numpy") and id(v) not in seen:
+                seen.add(id(v))
+                out.append(v)
+    return out
+
+
+def count_params(model) -> int:
+    """Same definition as ``pytorch_impl.models.count_params`` (= ``shared.specs.count_params``)."""
+    return sum(int(np.prod(v.shape)) for v in parameter_variables(model))
+
+
+def count_nonzero(model) -> int:
+    return sum(int(np.count_nonzero(v.numpy())) for v in parameter_variables(model))
+
+
+def count_macs(model) -> int:
+    """Conv and dense multiply-accumulates for one image, from the built layers (``shared.specs.count_macs``)."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, layers.Conv2D):
+            kh, kw, cin, cout = layer.kernel.shape
+            _, h, w, _ = layer.output_shape
+            total += int(kh * kw * cin * cout * h * w)
+        elif isinstance(layer, layers.Dense):
+            cin, cout = layer.kernel.shape
+            total += int(cin * cout)
+    return total

@@ -1,0 +1,30 @@
+"""Entry point of the Keras suite as an importable function."""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from shared import provenance
+from shared.runner import run_suite
+from .techniques import FRAMEWORK, REGISTRY
+
+
+def configure_threads(threads: int) -> None:
+    """TensorFlow fixes its intra-op pool at first use; set it to the protocol's count before any op runs."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    except RuntimeError:  # already initialised (e.g. inside a test session): keep what is there
+        pass
+
+
+def environment(threads: int) -> dict:
+    gpus = tf.config.list_physical_devices("GPU")
+    device = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "gpu") if gpus else "cpu"
+    env = provenance.environment(FRAMEWORK, device, threads)
+    env["intra_op_threads"] = tf.config.threading.get_intra_op_parallelism_threads()
+    return env
+
+
+def run(preset, out_dir, **kwargs) -> list[dict]:
+    configure_threads(preset.measure.threads)
+    return run_suite(FRAMEWORK, REGISTRY, preset, out_dir,
+                     environment=lambda: environment(preset.measure.threads), **kwargs)

@@ -1,0 +1,22 @@
+"""The Keras technique registry: key (from shared.techniques) -> function(ctx, cell) -> row metrics."""
+from __future__ import annotations
+
+from shared import state as neutral
+from . import models
+from .measure import measure
+from .train import train
+from .weights import export_state
+
+FRAMEWORK = "keras"
+
+
+def baseline(ctx, cell) -> dict:
+    preset = ctx.preset
+    model = models.build(cell.arch, width=preset.width, weight_decay=preset.recipe.weight_decay)
+    stats = train(model, ctx.dataset, preset.recipe, cell.seed, label=f"[keras {cell.arch} s{cell.seed}]")
+    neutral.save(export_state(model), ctx.checkpoint_path(FRAMEWORK, cell.arch, cell.seed))
+    metrics = measure(model, ctx.dataset, preset.measure, preset.recipe.eval_batch_size)
+    return {**metrics, **stats, "widths": list(model.widths)}
+
+
+REGISTRY = {"baseline": baseline}

@@ -1,0 +1,141 @@
+"""The shared recipe (shared.recipe) applied with Keras ``fit`` on a tf.data pipeline.
+
+The batches are the ones PyTorch sees (``epoch_orders``); each tf.data element is one batch of indices,
+gathered from the padded uint8 set held in memory and augmented as a whole batch.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from shared import data as shared_data
+from shared.progress import EpochProgress
+from shared.recipe import Recipe, epoch_orders, lr_at, steps_per_epoch
+
+_MEAN = np.asarray(shared_data.MEAN, np.float32) * 255
+_STD = np.asarray(shared_data.STD, np.float32) * 255
+
+
+def on_gpu() -> bool:
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def normalise(batch_uint8_nhwc):
+    return (tf.cast(batch_uint8_nhwc, tf.float32) - _MEAN) / _STD
+
+
+class TabulatedSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """shared.recipe.lr_at evaluated once per step in numpy, looked up by the optimizer's step counter."""
+
+    def __init__(self, table):
+        self.table = tf.constant(np.asarray(table, np.float32))
+
+    def __call__(self, step):
+        return tf.gather(self.table, tf.minimum(tf.cast(step, tf.int32), tf.shape(self.table)[0] - 1))
+
+    def get_config(self):
+        return {"table": self.table.numpy().tolist()}
+
+
+def train_pipeline(split: shared_data.Split, recipe: Recipe, seed: int, epochs: int, num_classes: int):
+    orders = epoch_orders(len(split), epochs, seed, recipe.batch_size).reshape(-1, recipe.batch_size)
+    pad, hw = recipe.crop_padding, split.x.shape[1]
+    x = tf.constant(np.pad(split.x, ((0, 0), (pad, pad), (pad, pad), (0, 0))))  # padded once, not per batch
+    y = tf.constant(split.y)
+    ar = tf.range(hw)
+    rng = tf.random.Generator.from_seed(seed)
+
+    def augment(idx):
+        n = tf.shape(idx)[0]
+        batch = tf.gather(x, idx)
+        if pad:
+            oy = rng.uniform([n], 0, 2 * pad + 1, dtype=tf.int32)
+            ox = rng.uniform([n], 0, 2 * pad + 1, dtype=tf.int32)
+            cols = ox[:, None] + ar
+            if recipe.flip:  # a flip is a reversed column index: no extra copy of the batch
+                flipped = rng.uniform([n]) < 0.5
+                cols = tf.where(flipped[:, None], tf.reverse(cols, axis=[1]), cols)
+            batch = tf.gather(batch, oy[:, None] + ar, axis=1, batch_dims=1)
+            batch = tf.gather(batch, cols, axis=2, batch_dims=1)
+        labels = tf.one_hot(tf.gather(y, idx), num_classes)  # CategoricalCrossentropy smooths one-hot targets
+        return normalise(batch), labels
+
+    # A stateful generator must run in order: one map call at a time, overlapped with training by prefetch.
+    return tf.data.Dataset.from_tensor_slices(orders).map(augment).prefetch(tf.data.AUTOTUNE)
+
+
+def evaluate(model, split: shared_data.Split, batch_size: int) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) on a split, inference mode, no augmentation."""
+    logits = predict_logits(model, split.x, batch_size)
+    logp = logits - logits.max(1, keepdims=True)
+    logp = logp - np.log(np.exp(logp).sum(1, keepdims=True))
+    loss = float(-logp[np.arange(len(split)), split.y].mean())
+    return loss, float((logits.argmax(1) == split.y).mean())
+
+
+def predict_logits(model, x_uint8, batch_size: int) -> np.ndarray:
+    infer = getattr(model, "_uint8_infer", None)
+    if infer is None:  # traced once per model: one signature for every batch size
+        spec = tf.TensorSpec([None, *x_uint8.shape[1:]], tf.uint8)
+        infer = model._uint8_infer = tf.function(lambda b: model(normalise(b), training=False), input_signature=[spec])
+    return np.concatenate([infer(x_uint8[i : i + batch_size]).numpy() for i in range(0, len(x_uint8), batch_size)]).astype(np.float64)
+
+
+class _History(keras.callbacks.Callback):
+    def __init__(self, dataset, recipe, steps, total, progress):
+        super().__init__()
+        self.dataset, self.recipe, self.steps, self.total, self.progress = dataset, recipe, steps, total, progress
+        self.rows, self.train_time = [], 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t0 = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.progress.live:
+            self.progress.step(len(self.rows), batch, float(logs.get("ce", 0.0)) if logs else None)
+
+    def on_epoch_end(self, epoch, logs=None):
+        epoch_time = time.perf_counter() - self.t0  # validation below is not training time
+        self.train_time += epoch_time
+        val = self.dataset.val
+        val_loss, val_acc = evaluate(self.model, val, self.recipe.eval_batch_size) if len(val) else (None, None)
+        step = (epoch + 1) * self.steps - 1
+        row = {
+            "epoch": epoch + 1, "lr": float(lr_at(step, self.total, self.recipe)),
+            # "ce", not "loss": Keras' loss includes the L2 regulariser, PyTorch's logged loss does not
+            "train_loss": float(logs["ce"]), "train_acc": float(logs["acc"]),
+            "val_loss": val_loss, "val_acc": val_acc, "epoch_time_s": epoch_time,
+            "images_per_s": self.steps * self.recipe.batch_size / epoch_time,
+        }
+        self.rows.append(row)
+        self.progress.epoch_end(row)
+
+
+def train(model, dataset: shared_data.Dataset, recipe: Recipe, seed: int, label: str = "keras") -> dict:
+    """Train in place with the shared recipe (model built with weight_decay=recipe.weight_decay)."""
+    keras.utils.set_random_seed(seed)
+    n = len(dataset.train)
+    num_classes = model.output_shape[-1]
+    steps = steps_per_epoch(n, recipe.batch_size)
+    total = steps * recipe.epochs
+    schedule = TabulatedSchedule(lr_at(np.arange(total), total, recipe))
+    model.compile(
+        optimizer=keras.optimizers.SGD(schedule, momentum=recipe.momentum, nesterov=recipe.nesterov),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=recipe.label_smoothing),
+        metrics=[
+            keras.metrics.CategoricalCrossentropy(name="ce", from_logits=True, label_smoothing=recipe.label_smoothing),
+            keras.metrics.CategoricalAccuracy(name="acc"),
+        ],
+    )
+    history = _History(dataset, recipe, steps, total, EpochProgress(label, recipe.epochs, steps))
+    pipeline = train_pipeline(dataset.train, recipe, seed, recipe.epochs, num_classes)
+    model.fit(pipeline, epochs=recipe.epochs, steps_per_epoch=steps, callbacks=[history], verbose=0)
+    return {
+        "history": history.rows,
+        "train_time_s": history.train_time,
+        "train_images_per_s": total * recipe.batch_size / history.train_time,
+        "device": "gpu" if on_gpu() else "cpu",
+    }

@@ -95,8 +95,13 @@ def evaluate(model, split: shared_data.Split, batch_size: int, device=None) -> t
 
 
 def train(model, dataset: shared_data.Dataset, recipe: Recipe, seed: int, label: str = "pytorch",
-          device=None) -> dict:
-    """Train in place with the shared recipe; return the history and throughput."""
+          device=None, loss_fn=None, on_step=None) -> dict:
+    """Train in place with the shared recipe; return the history and throughput.
+
+    ``loss_fn(logits, y, x)`` replaces the label-smoothed cross-entropy (knowledge distillation needs the
+    augmented batch ``x`` for its teacher); ``on_step(step, total_steps, model)`` runs after every
+    optimizer step (gradual pruning updates its masks there).
+    """
     device = device or pick_device()
     torch.manual_seed(seed)
     model.to(device).to(memory_format=torch.channels_last)
@@ -123,10 +128,15 @@ def train(model, dataset: shared_data.Dataset, recipe: Recipe, seed: int, label:
             x, y = augment(idx), y_all[idx]
             with autocast(device):
                 logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+            if loss_fn is None:
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+            else:
+                loss = loss_fn(logits.float(), y, x)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if on_step is not None:
+                on_step(epoch * steps + step, total, model)
             # accumulate on device: a .item() per step would synchronise the GPU every step
             loss_sum += loss.detach()
             correct += (logits.argmax(1) == y).sum()

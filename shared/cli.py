@@ -36,7 +36,10 @@ def suite_main(package: str, argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     rows = suite.run(get_preset(args.preset), args.out, data_dir=args.data_dir, archs=args.arch,
                      command=" ".join(["python -m", package, *argv]))
-    failed = [r["cell_id"] for r in rows if r["status"] != "ok"]
+    failed = [r["cell_id"] for r in rows if r["status"] == "failed"]
+    missing = sum(r["status"] == "not_implemented" for r in rows)
+    if missing:
+        print(f"{package}: {missing} cells name techniques this suite does not implement yet")
     print(f"{package}: {len(rows)} cells run, {len(failed)} failed, {time.time() - t0:.0f}s -> {args.out}")
     for cid in failed:
         print(f"  failed: {cid} (see its row's 'error')")

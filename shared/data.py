@@ -299,6 +299,18 @@ def load_cifar10(
     )
 
 
+def stratified_subset(split: Split, n: int, seed: int = 0) -> Split:
+    """``n`` images of ``split``, an equal share per class, drawn with a fixed seed (a budget, not a choice)."""
+    if n >= len(split):
+        return split
+    classes = np.unique(split.y)
+    if n % len(classes):
+        raise ValueError(f"subset size {n} must be a multiple of the {len(classes)} classes")
+    rng = np.random.default_rng([seed, n])
+    idx = np.sort(np.concatenate([rng.permutation(np.flatnonzero(split.y == c))[: n // len(classes)] for c in classes]))
+    return Split(split.x[idx], split.y[idx], None if split.names is None else split.names[idx])
+
+
 # --------------------------------------------------------------------------------------------- synthetic
 
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from .config import register
 from .measure import MeasureProtocol
+from .protocols import CompressionProtocol
 from .recipe import Recipe
 from .specs import ARCHS
 
@@ -22,6 +23,7 @@ class Preset:
     train_subset: int | None = None  # None: the whole remaining training pool
     synthetic_sizes: tuple[int, int, int] = (512, 128, 256)  # train, val, test when data == "synthetic"
     measure: MeasureProtocol = MeasureProtocol()
+    protocol: CompressionProtocol = CompressionProtocol()
 
 
 PRESETS: dict[str, Preset] = {
@@ -33,6 +35,10 @@ PRESETS: dict[str, Preset] = {
         recipe=Recipe(epochs=2, batch_size=64, lr=0.05, eval_batch_size=128),
         val_size=0,
         measure=MeasureProtocol(warmup=1, repeats=3, latency_batch_sizes=(1, 64)),
+        protocol=CompressionProtocol(
+            finetune_epochs=1, sparsities=(0.5, 0.9), uniform_ratios=(0.25, 0.5), iterative_rounds=2,
+            sensitivity_ratios=(0.5, 0.9), search_steps=3, calibration_sizes=(32, 64), fixed_point_bits=(8, 4),
+        ),
     ),
     # Real CIFAR-10 on a 2-core CPU: narrow networks, a short schedule.
     "quick": Preset(
@@ -40,6 +46,8 @@ PRESETS: dict[str, Preset] = {
         data="cifar10",
         width=0.25,
         recipe=Recipe(epochs=4, batch_size=128, lr=0.1),
+        # one fine-tuning epoch over a 10k-image stratified subset: the same budget at every operating point
+        protocol=CompressionProtocol(finetune_images=10000),
     ),
     # Full widths, full data, a full schedule, 3 seeds: for a GPU.
     "paper": Preset(

@@ -1,0 +1,58 @@
+"""The report: a pure function of the result rows under a directory (no training code imports this).
+
+``write_report(DIR)`` writes DIR/report/: REPORT.md, a self-contained report.html, results.csv and every
+figure as PNG and SVG under figures/. It is built in a temporary sibling directory and swapped in at the end,
+so a crash never leaves half a report.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..results import read_rows
+from .compose import build_blocks
+from .doc import to_markdown
+from .export import write_results_csv
+from .html import to_html
+
+__all__ = ["write_report"]
+TITLE = "CNN compression: PyTorch vs Keras on CIFAR-10"
+
+
+def write_report(out_dir) -> Path:
+    """Write DIR/report/ from the rows under DIR; return the path of REPORT.md."""
+    out_dir = Path(out_dir)
+    rows = read_rows(out_dir)
+    if not rows:
+        raise FileNotFoundError(
+            f"no result rows under {out_dir}: run `python -m shared run --preset P --out {out_dir}` first")
+    final = out_dir / "report"
+    tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=out_dir))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the report is meant to be read by anyone
+    try:
+        _build(rows, tmp)
+        _swap(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # only left when building failed
+    return final / "REPORT.md"
+
+
+def _build(rows: list[dict], into: Path) -> None:
+    figures_dir = into / "figures"
+    figures_dir.mkdir()
+    blocks, cells = build_blocks(rows, figures_dir, TITLE)
+    (into / "REPORT.md").write_text(to_markdown(blocks))
+    (into / "report.html").write_text(to_html(blocks, figures_dir, TITLE))
+    write_results_csv(cells, into / "results.csv")
+
+
+def _swap(new: Path, final: Path) -> None:
+    """Move the finished report into place; the old one is removed only after the new one is there."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".report-old-{new.name}")
+        final.rename(old)
+    new.rename(final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,132 @@
+"""Rows as tidy tables: one line per cell, and one line per operating point (seeds aggregated)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from ..measure import METRIC_COLUMNS
+from ..techniques import TECHNIQUES
+from ..tolerances import CHOSEN_MAX_ACCURACY_DROP
+
+FRAMEWORKS = ("pytorch", "keras")
+FRAMEWORK_NAMES = {"pytorch": "PyTorch", "keras": "Keras"}
+ARCH_NAMES = {"vgg16": "VGG-16", "resnet18": "ResNet-18"}
+POINT_KEYS = ["framework", "arch", "technique", "settings_key", "controlled"]
+PRUNE_UNSTRUCTURED = ("prune_global", "prune_gradual", "prune_layerwise", "prune_random")
+
+
+def is_controlled(row: dict) -> bool:
+    """Keras rows started from PyTorch weights carry ``controlled: true`` in settings (or config)."""
+    return bool((row.get("settings") or {}).get("controlled") or (row.get("config") or {}).get("controlled"))
+
+
+def plain_settings(settings: dict | None) -> dict:
+    return {k: v for k, v in (settings or {}).items() if k != "controlled"}
+
+
+def settings_key(settings: dict | None) -> str:
+    # the controlled flag is left out so a controlled Keras cell pairs with the PyTorch cell it mirrors
+    return json.dumps(plain_settings(settings), sort_keys=True)
+
+
+def settings_label(settings: dict | None) -> str:
+    def short(v):
+        if isinstance(v, (list, tuple)):
+            return "/".join(short(x) for x in v)
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    return ", ".join(f"{k}={short(v)}" for k, v in sorted(plain_settings(settings).items())) or "—"
+
+
+def compression_level(settings: dict) -> float:
+    """How hard a setting compresses, for ranking the points of one sweep (higher: more compressed)."""
+    if "sparsity" in settings:
+        return float(settings["sparsity"])
+    if "ratio" in settings:
+        return float(settings["ratio"])
+    if "bits" in settings:
+        return -float(settings["bits"])
+    return 0.0  # observers, calibration sizes: equal compression, ranked by accuracy instead
+
+
+def cell_frame(rows: list[dict]) -> pd.DataFrame:
+    """One line per row, metrics numeric (NaN where a row has none), the row itself under ``row``."""
+    order = {t: i for i, t in enumerate(TECHNIQUES)}
+    recs = []
+    for r in rows:
+        s = r.get("settings") or {}
+        rec = {k: r.get(k) for k in ("cell_id", "framework", "arch", "technique", "seed", "preset", "status")}
+        rec.update(settings=s, settings_key=settings_key(s), label=settings_label(s), controlled=is_controlled(r),
+                   level=compression_level(plain_settings(s)), order=order.get(r.get("technique"), len(order)),
+                   fw_i=_index(FRAMEWORKS, r.get("framework")), arch_i=_index(tuple(ARCH_NAMES), r.get("arch")), row=r)
+        rec.update({m: r.get(m) for m in (*METRIC_COLUMNS, "wall_time_s")})
+        recs.append(rec)
+    df = pd.DataFrame(recs, columns=[*POINT_KEYS[:3], "cell_id", "seed", "preset", "status", "settings",
+                                     "settings_key", "label", "controlled", "level", "order", "fw_i", "arch_i", "row",
+                                     *METRIC_COLUMNS, "wall_time_s"])
+    for m in (*METRIC_COLUMNS, "wall_time_s"):
+        df[m] = pd.to_numeric(df[m], errors="coerce")  # a malformed value shows as missing, not a crash
+    # the study's order (PyTorch before Keras, VGG-16 before ResNet-18, TECHNIQUES order), not alphabetical
+    return df.sort_values(["fw_i", "arch_i", "order", "level", "settings_key", "controlled", "seed"], kind="stable",
+                          ignore_index=True)
+
+
+def _index(seq, value) -> int:
+    return seq.index(value) if value in seq else len(seq)
+
+
+def point_frame(cells: pd.DataFrame) -> pd.DataFrame:
+    """Successful cells with a test accuracy, averaged over seeds: acc mean/std/n, other metrics' means."""
+    ok = cells[(cells.status == "ok") & cells.test_acc.notna()]
+    metrics = list(METRIC_COLUMNS)
+    if ok.empty:
+        return pd.DataFrame(columns=[*POINT_KEYS, "label", "settings", "level", "order", "fw_i", "arch_i", "n",
+                                     "acc_std", "rows", *metrics])
+    g = ok.groupby(POINT_KEYS, sort=False, dropna=False)
+    out = g[metrics].mean()
+    out["acc_std"] = g.test_acc.std(ddof=1)  # NaN for one seed: shown as no spread, not as zero spread
+    out["n"] = g.size()
+    for col in ("label", "settings", "level", "order", "fw_i", "arch_i"):
+        out[col] = g[col].first()
+    out["rows"] = g.row.agg(list)
+    return out.reset_index()
+
+
+def baselines(points: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:
+    base = points[(points.technique == "baseline") & ~points.controlled.astype(bool)]
+    return {(r["framework"], r["arch"]): r for _, r in base.iterrows()}
+
+
+def chosen(points: pd.DataFrame, base: dict) -> pd.DataFrame:
+    """Per (framework, arch, technique): the chosen operating point (rule in CHOSEN_RULE)."""
+    picks = []
+    independent = points[~points.controlled.astype(bool)]
+    for (fw, arch, _tech), grp in independent.groupby(["framework", "arch", "technique"], sort=False):
+        b = base.get((fw, arch))
+        within = grp if b is None else grp[b["test_acc"] - grp.test_acc <= CHOSEN_MAX_ACCURACY_DROP + 1e-9]
+        if len(within):  # most compressed within budget; equal compression: the more accurate
+            pick = within.sort_values(["level", "test_acc"], ascending=[False, False]).iloc[0]
+        else:  # nothing within budget: the mildest setting
+            pick = grp.sort_values(["level", "test_acc"], ascending=[True, False]).iloc[0]
+        picks.append(pick)
+    if not picks:
+        return points.iloc[0:0]
+    return pd.DataFrame(picks).sort_values(["fw_i", "arch_i", "order"], kind="stable", ignore_index=True)
+
+
+CHOSEN_RULE = (
+    "**Chosen operating point.** For a technique with several settings (a sweep), the report shows the most "
+    "compressed setting (highest sparsity or filter ratio, fewest bits) whose mean test accuracy is within "
+    f"{CHOSEN_MAX_ACCURACY_DROP * 100:g} point of the same framework's baseline on the same architecture; if no "
+    "setting is, the mildest one (without a baseline: the most compressed). Settings that compress equally (observers, calibration sizes) are ranked by "
+    "accuracy. Accuracy is the mean over seeds (± sample std and n when there are several)."
+)
+
+
+def speedup(base_value, value) -> float:
+    """Baseline / value (latency speedup, MAC reduction); NaN when either is missing or zero."""
+    if base_value is None or value is None or not np.isfinite(base_value) or not np.isfinite(value) or value <= 0:
+        return float("nan")
+    return float(base_value) / float(value)

@@ -1,0 +1,350 @@
+"""Quantization and reduced precision in PyTorch: int8 dynamic, static (PTQ) and QAT; bf16 autocast; Qm.n.
+
+Which int8 path, and why. The int8 techniques use ``torch.ao.quantization``'s FX graph mode
+(``prepare_fx`` / ``prepare_qat_fx`` / ``convert_fx``, plus ``quantize_dynamic``) with the "x86" backend.
+It is the only path in the pinned torch 2.14 that runs real int8 kernels in eager execution: the converted
+GraphModule calls quantized conv/linear modules whose packed int8 weights run on fbgemm or oneDNN (the
+"x86" engine picks one per op). The PT2E flow (``X86InductorQuantizer``, ``prepare_pt2e``/``convert_pt2e``)
+is no longer part of torch 2.14 (it moved to the separate ``torchao`` package, not installed here), and
+even with torchao it only produces quantize/dequantize patterns around float ops that become int8 kernels
+once lowered by ``torch.compile``/Inductor; that would put a compiler in the measured path of int8 rows
+only, unlike every other row. torch marks the FX API as deprecated in favour of torchao; its
+DeprecationWarning is left visible on purpose (the migration is a real caveat of these results). All
+choices of quantization API live in this module, so a move to torchao touches nothing else.
+
+Conventions (Jacob et al. 2018): weights int8 symmetric per output channel, activations uint8 per tensor
+(affine), BatchNorm folded into the preceding conv/linear (FX fuses conv+bn+relu), calibration on the
+validation split only. Activations use 7 bits (codes 0..127), the "x86" default's ``reduce_range``: fbgemm's
+AVX2/AVX-512 int8 GEMM without VNNI multiplies uint8 x int8 pairs into a saturating int16
+(vpmaddubsw: 2 x 255 x 127 > 32767), and the default keeps 7-bit activations on every x86 CPU, VNNI or
+not, so a quantized model computes the same numbers wherever it runs.
+
+Measured rows keep the keys of ``pytorch_impl.common.measured``. For a quantized model: ``params_total``
+and ``macs`` are the baseline's (same network); ``params_nonzero`` counts int8 weights on their integer
+codes (a weight rounded to zero is zero) plus the baseline's biases and BN parameters (folded, not gone);
+sizes are ``torch.save`` of the quantized state_dict; latency feeds channels_last input like the float
+rows, the faster layout for the int8 convs (fbgemm computes in NHWC, see ``benchmarks/pt_quant_latency.py``).
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import torch
+from torch import nn
+from torch.ao import nn as ao_nn
+from torch.ao.quantization import (
+    HistogramObserver,
+    MinMaxObserver,
+    QConfig,
+    default_dynamic_qconfig,
+    default_per_channel_weight_observer,
+    get_default_qat_qconfig_mapping,
+    get_default_qconfig_mapping,
+    quantize_dynamic,
+)
+from torch.ao.quantization.backend_config.x86 import get_x86_backend_config
+from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qat_fx
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+from shared import specs
+from . import models
+from .common import finetune, load_baseline
+from .measure import artifact_sizes, cpu_latency
+from .train import _norm_constants, evaluate, to_model_input
+
+BACKEND = "x86"
+CPU = torch.device("cpu")
+ACTIVATION_RANGE = {"quant_min": 0, "quant_max": 127}  # reduce_range, spelled as the observers now ask
+OBSERVERS = {"minmax": MinMaxObserver, "histogram": HistogramObserver}
+
+
+# --- shared pieces ---------------------------------------------------------------------------------------
+
+def use_x86_engine() -> None:
+    # Packed int8 weights are packed for the engine active at convert time and the quantized ops dispatch
+    # on it at run time, so it is pinned before any int8 work (it is torch's default on x86 already).
+    if torch.backends.quantized.engine != BACKEND:
+        torch.backends.quantized.engine = BACKEND
+
+
+def example_inputs() -> tuple[torch.Tensor]:
+    # zeros, not randn: tracing needs only the shape, and the global RNG stays as the seeded run left it
+    return (torch.zeros(1, specs.INPUT_CHANNELS, specs.INPUT_HW, specs.INPUT_HW),)
+
+
+def calibration_batches(split, n_images: int, batch_size: int):
+    """The first ``n_images`` of ``split`` (the validation split: its order is a filename hash) as inputs."""
+    if n_images > len(split):
+        raise ValueError(f"calibration needs {n_images} images, the split has {len(split)}")
+    mean, std = _norm_constants(CPU)
+    x = torch.from_numpy(split.x[:n_images])
+    for i in range(0, n_images, batch_size):
+        yield to_model_input(x[i : i + batch_size], mean, std)
+
+
+def float_layers(model: nn.Module) -> dict[str, nn.Module]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+
+
+def int8_weight(module: nn.Module) -> torch.Tensor | None:
+    """The qint8 weight of a quantized conv/linear (static, fused or dynamic), else None."""
+    if isinstance(module, (ao_nn.quantized.Conv2d, ao_nn.quantized.Linear)):
+        w = module.weight()
+        return w if w.dtype == torch.qint8 else None
+    return None
+
+
+def int8_layers(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: w for name, m in model.named_modules() if (w := int8_weight(m)) is not None}
+
+
+def nonzero_params(model: nn.Module, baseline: nn.Module) -> int:
+    """Nonzero parameters of ``model`` counted on the baseline's parameter list (same network).
+
+    Conv/linear weights are read from ``model`` at the same module path (int8 on their integer codes);
+    biases and BN parameters come from the baseline, since folding moves them rather than removes them.
+    """
+    layers = float_layers(baseline)
+    count = sum(int(torch.count_nonzero(p)) for name, p in baseline.named_parameters()
+                if name.rpartition(".")[0] not in layers or not name.endswith("weight"))
+    for name in layers:
+        module = model.get_submodule(name)
+        w = int8_weight(module)
+        count += int(torch.count_nonzero(w.int_repr() if w is not None else module.weight))
+    return count
+
+
+def accuracy_on_test(model: nn.Module, ctx) -> float:
+    # quantized GraphModules have no nn.Parameters to infer a device from: pass it
+    return evaluate(model, ctx.dataset.test, ctx.preset.recipe.eval_batch_size, device=CPU)[1]
+
+
+def metrics(run_model: nn.Module, baseline: nn.Module, ctx, *, saved_model: nn.Module | None = None,
+            params_nonzero: int | None = None, **extra) -> dict:
+    """The row keys of ``common.measured`` for a model that is not a plain float ``models.build`` network.
+
+    ``run_model`` is evaluated and timed; ``saved_model`` (default: the same) is what torch.save stores.
+    """
+    preset = ctx.preset
+    run_model = run_model.to(CPU).eval()
+    row = {
+        "test_acc": accuracy_on_test(run_model, ctx),
+        "params_total": models.count_params(baseline),
+        "params_nonzero": nonzero_params(run_model, baseline) if params_nonzero is None else params_nonzero,
+        "macs": specs.count_macs(baseline.plan),
+        **artifact_sizes(saved_model if saved_model is not None else run_model, preset.measure),
+        **cpu_latency(run_model, preset.measure),
+        "widths": list(baseline.widths),
+    }
+    row.update(extra)
+    return row
+
+
+# --- int8 ------------------------------------------------------------------------------------------------
+
+def quantize_dynamic_linear(model: nn.Module) -> nn.Module:
+    """Dynamic int8 (weights int8, activations quantized per batch at run time); PyTorch does Linear only."""
+    use_x86_engine()
+    model = copy.deepcopy(model).to(CPU).eval()
+    return quantize_dynamic(model, {nn.Linear: default_dynamic_qconfig}, dtype=torch.qint8)
+
+
+def static_qconfig_mapping(observer: str):
+    if observer not in OBSERVERS:
+        raise ValueError(f"unknown observer {observer!r}: choose from {', '.join(OBSERVERS)}")
+    activation = OBSERVERS[observer].with_args(dtype=torch.quint8, qscheme=torch.per_tensor_affine,
+                                               **ACTIVATION_RANGE)
+    qconfig = QConfig(activation=activation, weight=default_per_channel_weight_observer)
+    return get_default_qconfig_mapping(BACKEND).set_global(qconfig)
+
+
+def quantize_static(model: nn.Module, observer: str, batches) -> torch.fx.GraphModule:
+    """Post-training static int8: fuse conv+bn(+relu), observe ``batches``, convert to int8 modules."""
+    use_x86_engine()
+    model = copy.deepcopy(model).to(CPU).eval()
+    backend = get_x86_backend_config()
+    prepared = prepare_fx(model, static_qconfig_mapping(observer), example_inputs(), backend_config=backend)
+    with torch.no_grad():
+        for x in batches:
+            prepared(x)
+    return convert_fx(prepared, backend_config=backend)
+
+
+def prepare_qat(model: nn.Module) -> torch.fx.GraphModule:
+    """Fake-quantized copy for QAT: x86 defaults (per-channel int8 weights, 7-bit activations), BN kept
+    in training mode and folded on the fly (ConvBn modules), as convert_fx will fold it for good."""
+    use_x86_engine()
+    model = copy.deepcopy(model).to(CPU).train()
+    return prepare_qat_fx(model, get_default_qat_qconfig_mapping(BACKEND), example_inputs(),
+                          backend_config=get_x86_backend_config())
+
+
+def convert_qat(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    use_x86_engine()
+    return convert_fx(prepared.to(CPU).eval(), backend_config=get_x86_backend_config())
+
+
+def int8_dynamic(ctx, cell) -> dict:
+    baseline = load_baseline(ctx, cell).eval()
+    qmodel = quantize_dynamic_linear(baseline)
+    quantized = int8_layers(qmodel)
+    return metrics(qmodel, baseline, ctx, quantized_layers=len(quantized),
+                   quantized_params=sum(w.numel() for w in quantized.values()),
+                   quantizable_params=sum(m.weight.numel() for m in float_layers(baseline).values()),
+                   backend=BACKEND)
+
+
+def int8_static(ctx, cell) -> dict:
+    baseline = load_baseline(ctx, cell).eval()
+    observer, n_images = cell.settings["observer"], int(cell.settings["calibration_images"])
+    batches = calibration_batches(ctx.dataset.val, n_images, ctx.preset.recipe.eval_batch_size)
+    qmodel = quantize_static(baseline, observer, batches)
+    return metrics(qmodel, baseline, ctx, observer=observer, calibration_images=n_images,
+                   int8_modules=len(int8_layers(qmodel)), fp32_test_acc=accuracy_on_test(baseline, ctx),
+                   backend=BACKEND)
+
+
+def int8_qat(ctx, cell) -> dict:
+    baseline = load_baseline(ctx, cell)
+    prepared = prepare_qat(baseline)
+    # on CPU, where its int8 form runs: convert_fx packs the trained weights for the CPU engine
+    stats = finetune(prepared, ctx, cell, "int8_qat", device=CPU)
+    qmodel = convert_qat(prepared)
+    return metrics(qmodel, baseline, ctx, int8_modules=len(int8_layers(qmodel)),
+                   fp32_test_acc=accuracy_on_test(baseline.eval(), ctx), backend=BACKEND,
+                   finetune_history=stats["history"], finetune_time_s=stats["train_time_s"])
+
+
+# --- bf16 ------------------------------------------------------------------------------------------------
+
+class Autocast(nn.Module):
+    """Runs a float model under CPU autocast; logits come back as fp32, like every other row's."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype = torch.bfloat16):
+        super().__init__()
+        self.model, self.dtype = model, dtype
+
+    def forward(self, x):
+        with torch.autocast("cpu", dtype=self.dtype):
+            return self.model(x).float()
+
+
+def bf16(ctx, cell) -> dict:
+    baseline = load_baseline(ctx, cell).eval()
+    # autocast casts fp32 weights per call, so the stored artifact is the fp32 state_dict
+    return metrics(Autocast(baseline), baseline, ctx, saved_model=baseline,
+                   params_nonzero=models.count_nonzero(baseline), autocast_dtype="bfloat16")
+
+
+# --- fixed point (Qm.n), simulated -----------------------------------------------------------------------
+
+def qmn_format(max_abs: float, bits: int) -> tuple[int, int]:
+    """(m, n) of the signed Qm.n format (m + n + 1 = bits, scale 2^-n) that fits ``max_abs``.
+
+    The most fractional bits n such that the largest code, (2^(bits-1) - 1) 2^-n, still reaches max_abs.
+    n may exceed bits - 1 (tiny tensors: m < 0) or be negative (huge ones): a power-of-two scale either way.
+    """
+    if bits < 2:
+        raise ValueError(f"a signed fixed-point format needs at least 2 bits, got {bits}")
+    top = 2 ** (bits - 1) - 1
+    if not max_abs > 0:
+        return 0, bits - 1
+    n = int(np.floor(np.log2(top / max_abs)))
+    while top * 2.0**-n < max_abs:  # guard against log2 rounding at exact powers of two
+        n -= 1
+    while top * 2.0 ** -(n + 1) >= max_abs:
+        n += 1
+    return bits - 1 - n, n
+
+
+def fixed_point_round(x: np.ndarray, n: int, bits: int) -> np.ndarray:
+    """Round to the nearest multiple of 2^-n (ties to even, as torch.round) and clamp to the codes."""
+    codes = np.clip(np.round(np.asarray(x, dtype=np.float64) * 2.0**n), -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    return codes * 2.0**-n
+
+
+def fake_fixed_point(x: torch.Tensor, n: int, bits: int) -> torch.Tensor:
+    """``fixed_point_round`` on a tensor (multiplying by a power of two is exact in float)."""
+    return torch.clamp(torch.round(x * 2.0**n), -(2 ** (bits - 1)), 2 ** (bits - 1) - 1) * 2.0**-n
+
+
+class FixedPointInput:
+    """Forward pre-hook: the layer's input activation in Qm.n."""
+
+    def __init__(self, n: int, bits: int):
+        self.n, self.bits = n, bits
+
+    def __call__(self, module, args):
+        return (fake_fixed_point(args[0], self.n, self.bits), *args[1:])
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every BN of the spec into its conv/linear (fixed-point hardware has no separate BN)."""
+    pairs = [(c.name, c.bn_name) for c in specs.convs_of(model.plan)]
+    pairs += [(fc.name, fc.bn_name) for fc in specs.linears_of(model.plan) if fc.bn_name]
+    for layer_name, bn_name in pairs:
+        layer, bn = model.get_submodule(layer_name), model.get_submodule(bn_name)
+        fuse = fuse_conv_bn_eval if isinstance(layer, nn.Conv2d) else fuse_linear_bn_eval
+        model.set_submodule(layer_name, fuse(layer, bn))
+        model.set_submodule(bn_name, nn.Identity())
+    return model
+
+
+@torch.no_grad()
+def input_ranges(model: nn.Module, batches) -> dict[str, float]:
+    """Largest |input| of every conv/linear over the calibration batches."""
+    ranges, handles = {}, []
+    for name, layer in float_layers(model).items():
+        def record(module, args, name=name):
+            ranges[name] = max(ranges.get(name, 0.0), float(args[0].abs().max()))
+        handles.append(layer.register_forward_pre_hook(record))
+    try:
+        for x in batches:
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return ranges
+
+
+@torch.no_grad()
+def fixed_point_model(model: nn.Module, bits: int, batches) -> tuple[nn.Module, dict]:
+    """BN-folded copy whose conv/linear weights (per tensor) and inputs are Qm.n at ``bits``.
+
+    Biases stay float: fixed-point accumulators are wider than the operands (as int32 biases are in int8).
+    Returns the model and the chosen formats {"weights": {layer: [m, n]}, "activations": {...}}.
+    """
+    model = fold_batchnorm(copy.deepcopy(model).to(CPU).eval())
+    ranges = input_ranges(model, batches)
+    formats = {"weights": {}, "activations": {}}
+    for name, layer in float_layers(model).items():
+        m, n = qmn_format(float(layer.weight.abs().max()), bits)
+        layer.weight.copy_(fake_fixed_point(layer.weight, n, bits))
+        formats["weights"][name] = [m, n]
+        m, n = qmn_format(ranges[name], bits)
+        layer.register_forward_pre_hook(FixedPointInput(n, bits))
+        formats["activations"][name] = [m, n]
+    return model, formats
+
+
+def fixed_point(ctx, cell) -> dict:
+    baseline = load_baseline(ctx, cell).eval()
+    bits = int(cell.settings["bits"])
+    n_images = max(ctx.preset.protocol.calibration_sizes)
+    batches = calibration_batches(ctx.dataset.val, n_images, ctx.preset.recipe.eval_batch_size)
+    model, formats = fixed_point_model(baseline, bits, batches)
+    weights = sum(m.weight.numel() for m in float_layers(model).values())
+    return metrics(model, baseline, ctx, bits=bits, simulated=True, calibration_images=n_images,
+                   qmn_formats=formats, fixed_point_weight_bytes=math.ceil(weights * bits / 8),
+                   fp32_test_acc=accuracy_on_test(baseline, ctx))
+
+
+REGISTRY = {
+    "int8_dynamic": int8_dynamic,
+    "int8_static": int8_static,
+    "int8_qat": int8_qat,
+    "bf16": bf16,
+    "fixed_point": fixed_point,
+}

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .presets import PRESETS, get_preset
 from .specs import ARCHS
+from .techniques import TECHNIQUES
 
 SUITES = ("pytorch_impl", "tensorflow_impl")
 
@@ -24,6 +25,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None,
                    help="cifar-10-batches-py directory (default: $CIFAR10_DIR, then the cache, then download)")
     p.add_argument("--arch", action="append", choices=ARCHS, help="only these architectures (repeatable)")
+    p.add_argument("--technique", action="append", choices=TECHNIQUES,
+                   help="only these techniques (repeatable; the others' baselines must exist or be included)")
 
 
 def suite_main(package: str, argv=None) -> int:
@@ -35,7 +38,7 @@ def suite_main(package: str, argv=None) -> int:
     t0 = time.time()
     argv = sys.argv[1:] if argv is None else argv
     rows = suite.run(get_preset(args.preset), args.out, data_dir=args.data_dir, archs=args.arch,
-                     command=" ".join(["python -m", package, *argv]))
+                     techniques=args.technique, command=" ".join(["python -m", package, *argv]))
     failed = [r["cell_id"] for r in rows if r["status"] == "failed"]
     missing = sum(r["status"] == "not_implemented" for r in rows)
     if missing:
@@ -66,6 +69,8 @@ def main(argv=None) -> int:
         cmd += ["--data-dir", args.data_dir] if args.data_dir else []
         for a in args.arch or []:
             cmd += ["--arch", a]
+        for t in args.technique or []:
+            cmd += ["--technique", t]
         print("$ " + " ".join(cmd), flush=True)
         status = max(status, subprocess.call(cmd))
     from .report import write_report

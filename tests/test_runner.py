@@ -12,6 +12,7 @@ import pytest
 from shared import results
 from shared.presets import get_preset
 from shared.runner import Cell, check_registry, plan_cells, run_suite
+from shared.techniques import TECHNIQUES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,40 +24,44 @@ def fake_registry(calls, crash_on=None):
         calls.append(cell.arch)
         return {"test_acc": 0.5}
 
-    return {"baseline": baseline}
+    return {t: baseline for t in TECHNIQUES}
+
+
+ONLY_BASELINE = {"techniques": ("baseline",)}
 
 
 def test_interrupted_run_resumes_without_redoing_or_duplicating(tmp_path):
     preset = get_preset("smoke")
     calls = []
     with pytest.raises(KeyboardInterrupt):
-        run_suite("fake", fake_registry(calls, crash_on="resnet18"), preset, tmp_path)
+        run_suite("fake", fake_registry(calls, crash_on="resnet18"), preset, tmp_path, **ONLY_BASELINE)
     assert calls == ["vgg16"]
     first = results.row_path(tmp_path, plan_cells("fake", preset)[0].id)
     stamp = first.stat().st_mtime_ns
-    rows = run_suite("fake", fake_registry(calls), preset, tmp_path)
+    rows = run_suite("fake", fake_registry(calls), preset, tmp_path, **ONLY_BASELINE)
     assert calls == ["vgg16", "resnet18"] and [r["arch"] for r in rows] == ["resnet18"]
     assert first.stat().st_mtime_ns == stamp  # the finished cell was not rewritten
     all_rows = results.read_rows(tmp_path)
     assert sorted(r["arch"] for r in all_rows) == ["resnet18", "vgg16"]
     assert len({r["cell_id"] for r in all_rows}) == 2
-    assert run_suite("fake", fake_registry(calls), preset, tmp_path) == []
+    assert run_suite("fake", fake_registry(calls), preset, tmp_path, **ONLY_BASELINE) == []
 
 
 def test_failed_cell_is_recorded_and_retried(tmp_path):
     def broken(ctx, cell):
         raise ValueError("boom")
 
-    rows = run_suite("fake", {"baseline": broken}, get_preset("smoke"), tmp_path, archs=("vgg16",))
+    rows = run_suite("fake", {t: broken for t in TECHNIQUES}, get_preset("smoke"), tmp_path, archs=("vgg16",),
+                     **ONLY_BASELINE)
     assert rows[0]["status"] == "failed" and "ValueError: boom" in rows[0]["error"]
     calls = []
-    rows = run_suite("fake", fake_registry(calls), get_preset("smoke"), tmp_path, archs=("vgg16",))
+    rows = run_suite("fake", fake_registry(calls), get_preset("smoke"), tmp_path, archs=("vgg16",), **ONLY_BASELINE)
     assert calls == ["vgg16"] and rows[0]["status"] == "ok"
 
 
 def test_rows_carry_typed_config_and_environment(tmp_path):
     rows = run_suite("fake", fake_registry([]), get_preset("smoke"), tmp_path, archs=("vgg16",),
-                     environment=lambda: {"git_commit": "abc"}, command="python -m fake run")
+                     environment=lambda: {"git_commit": "abc"}, command="python -m fake run", **ONLY_BASELINE)
     on_disk = json.loads(results.row_path(tmp_path, rows[0]["cell_id"]).read_text())
     assert on_disk["config"]["__type__"] == "Preset" and on_disk["config"]["name"] == "smoke"
     assert on_disk["env"] == {"git_commit": "abc"} and on_disk["command"] == "python -m fake run"
@@ -64,7 +69,7 @@ def test_rows_carry_typed_config_and_environment(tmp_path):
 
 def test_registry_must_match_shared_keys():
     with pytest.raises(RuntimeError, match="differ from shared.techniques"):
-        check_registry("fake", {"baseline": None, "extra": None})
+        check_registry("fake", {**{t: None for t in TECHNIQUES}, "extra": None})
 
 
 def test_cell_ids_are_stable_and_settings_sensitive():
@@ -83,7 +88,7 @@ def test_temp_files_of_a_killed_writer_are_ignored(tmp_path):
 def test_killed_pytorch_run_resumes(tmp_path):
     """SIGKILL a real smoke run after its first row; the rerun finishes the rest and keeps that row."""
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "pytorch_impl", "run", "--preset", "smoke", "--out", str(out)]
+    cmd = [sys.executable, "-m", "pytorch_impl", "run", "--preset", "smoke", "--out", str(out), "--technique", "baseline"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not list((out / "rows").glob("*.json")):

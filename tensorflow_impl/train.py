@@ -114,8 +114,12 @@ class _History(keras.callbacks.Callback):
         self.progress.epoch_end(row)
 
 
-def train(model, dataset: shared_data.Dataset, recipe: Recipe, seed: int, label: str = "keras") -> dict:
-    """Train in place with the shared recipe (model built with weight_decay=recipe.weight_decay)."""
+def train(model, dataset: shared_data.Dataset, recipe: Recipe, seed: int, label: str = "keras",
+          callbacks=()) -> dict:
+    """Train in place with the shared recipe (model built with weight_decay=recipe.weight_decay).
+
+    ``callbacks`` run inside ``fit`` (tfmot's UpdatePruningStep, for instance).
+    """
     keras.utils.set_random_seed(seed)
     n = len(dataset.train)
     num_classes = model.output_shape[-1]
@@ -132,7 +136,7 @@ def train(model, dataset: shared_data.Dataset, recipe: Recipe, seed: int, label:
     )
     history = _History(dataset, recipe, steps, total, EpochProgress(label, recipe.epochs, steps))
     pipeline = train_pipeline(dataset.train, recipe, seed, recipe.epochs, num_classes)
-    model.fit(pipeline, epochs=recipe.epochs, steps_per_epoch=steps, callbacks=[history], verbose=0)
+    model.fit(pipeline, epochs=recipe.epochs, steps_per_epoch=steps, callbacks=[*callbacks, history], verbose=0)
     return {
         "history": history.rows,
         "train_time_s": history.train_time,

@@ -23,3 +23,17 @@ def pt_smoke_ctx(tmp_path_factory):
     for arch in ctx.preset.archs:
         techniques.baseline(ctx, Cell("pytorch", arch, "baseline", 0))
     return ctx
+
+
+@pytest.fixture(scope="session")
+def tf_smoke_ctx(tmp_path_factory):
+    """A smoke-preset RunContext whose Keras baselines (both archs, seed 0) are trained and saved."""
+    import tensorflow_impl  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+    from shared.presets import get_preset
+    from shared.runner import Cell, RunContext
+    from tensorflow_impl import techniques
+
+    ctx = RunContext(preset=get_preset("smoke"), out_dir=tmp_path_factory.mktemp("tf_smoke"))
+    for arch in ctx.preset.archs:
+        techniques.baseline(ctx, Cell("keras", arch, "baseline", 0))
+    return ctx

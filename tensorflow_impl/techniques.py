@@ -31,9 +31,10 @@ def _pending(technique: str):
 
 
 def _registry() -> dict:
-    from . import distill, structured, unstructured
+    from . import distill, quantization, structured, unstructured
 
-    found = {"baseline": baseline, **unstructured.REGISTRY, **structured.REGISTRY, **distill.REGISTRY}
+    found = {"baseline": baseline, **unstructured.REGISTRY, **structured.REGISTRY, **quantization.REGISTRY,
+             **distill.REGISTRY}
     # the shared key order; techniques this suite lacks yet are recorded as not_implemented, not failed
     return {t: found.get(t) or _pending(t) for t in TECHNIQUES}
 

@@ -1,0 +1,264 @@
+"""Quantization and reduced precision in Keras: int8 dynamic, static (PTQ) and QAT on TFLite; float16; Qm.n.
+
+The mirror of ``pytorch_impl.quantization``, same keys, same protocol (calibration on the validation split
+only, normalised as in training; the same fine-tuning budget for QAT), each technique on Keras' own
+deployment path: the TFLite converter, measured on the LiteRT runtime with XNNPACK (``tensorflow_impl.tflite``).
+
+Where the two toolchains differ, the row says so rather than pretending to be the same thing:
+
+- ``int8_dynamic``: TFLite's dynamic range quantizes conv *and* FC weights (PyTorch: Linear only), except
+  weights under ``tflite.DYNAMIC_MIN_ELEMENTS`` values, which it keeps in float32; the extras count both.
+- ``int8_static``: the TFLite calibrator records min/max only. A "histogram" cell is still converted (with
+  min/max) and carries ``observer_note``, so the report can show that the two observers are identical
+  here. (The converter's experimental StableHLO quantizer has other calibration methods, but it converts
+  from a SavedModel signature with a different quantization pipeline: not this one, so not used.)
+- ``int8_qat``: tfmot's ``quantize_model`` (fake-quant wrappers, Conv+BN(+ReLU) patterns quantized after
+  BN, as the converter folds them), fine-tuned with the common budget, converted to int8 with the
+  learned ranges. Known gap: tfmot does not fold VGG's Dense -> BN -> ReLU (fc1), so that one FC stays
+  float32 in the converted model (``int8_modules`` is 14 of 15 on VGG-16; ResNet-18 is all int8).
+- ``bf16``: TFLite has no bfloat16 CPU path; the Keras row of this key is float16 TFLite, labelled in the row.
+- ``fixed_point``: the same simulated Qm.n as PyTorch (BN folded, weights per tensor, inputs of every
+  conv/dense fake-quantized with ranges calibrated on the validation split), run as a Keras model.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_model_optimization as tfmot
+import tf_keras as keras
+
+from shared import specs
+from shared.fixed_point import fixed_point_round, qmn_format  # noqa: F401  (re-exported for tests)
+from . import models, tflite
+from .common import finetune, load_baseline
+from .measure import artifact_sizes, cpu_latency
+from .train import evaluate, normalise
+
+OBSERVERS = ("minmax", "histogram")
+HISTOGRAM_NOTE = "TFLite calibrates min/max only; histogram not available"
+FLOAT16_NOTE = ("TFLite has no bfloat16 CPU kernels: float16 TFLite instead (float16 weights, dequantized "
+                "once at load; XNNPACK computes in float32)")
+
+
+# --- shared pieces ---------------------------------------------------------------------------------------
+
+def calibration_batches(split, n_images: int, batch_size: int):
+    """The first ``n_images`` of ``split`` (the validation split: its order is a filename hash), normalised."""
+    if n_images > len(split):
+        raise ValueError(f"calibration needs {n_images} images, the split has {len(split)}")
+    for i in range(0, n_images, batch_size):
+        yield normalise(split.x[i : min(i + batch_size, n_images)]).numpy()
+
+
+def accuracy_on_test(model, ctx) -> float:
+    return evaluate(model, ctx.dataset.test, ctx.preset.recipe.eval_batch_size)[1]
+
+
+def int8_layers(content: bytes) -> list[tflite.WeightLayer]:
+    return [layer for layer in tflite.weight_layers(content) if layer.weights.dtype == np.int8]
+
+
+# --- int8 on TFLite --------------------------------------------------------------------------------------
+
+def int8_dynamic(ctx, cell) -> dict:
+    baseline = load_baseline(ctx, cell)
+    content = tflite.convert(baseline, "dynamic")
+    tflite.save(content, ctx, cell)
+    layers, quantized = tflite.weight_layers(content), int8_layers(content)
+    return tflite.measure(content, baseline, ctx, quantized_layers=len(quantized),
+                          quantized_params=sum(layer.weights.size for layer in quantized),
+                          quantizable_params=sum(layer.weights.size for layer in layers),
+                          backend=tflite.BACKEND)
+
+
+def int8_static(ctx, cell) -> dict:
+    baseline = load_baseline(ctx, cell)
+    observer, n_images = cell.settings["observer"], int(cell.settings["calibration_images"])
+    if observer not in OBSERVERS:
+        raise ValueError(f"unknown observer {observer!r}: choose from {', '.join(OBSERVERS)}")
+    batches = calibration_batches(ctx.dataset.val, n_images, ctx.preset.recipe.eval_batch_size)
+    content = tflite.convert(baseline, "int8", representative=batches)
+    tflite.save(content, ctx, cell)
+    extra = {"observer_note": HISTOGRAM_NOTE} if observer == "histogram" else {}
+    return tflite.measure(content, baseline, ctx, observer=observer, calibration_images=n_images, **extra,
+                          int8_modules=len(int8_layers(content)), fp32_test_acc=accuracy_on_test(baseline, ctx),
+                          backend=tflite.BACKEND)
+
+
+def prepare_qat(model):
+    """tfmot's default 8-bit QAT model (per-channel int8 weights, int8 activations, BN patterns handled)."""
+    qat = tfmot.quantization.keras.quantize_model(model)
+    qat.arch, qat.widths, qat.plan = model.arch, model.widths, model.plan  # cloning drops them
+    return qat
+
+
+def int8_qat(ctx, cell) -> dict:
+    baseline = load_baseline(ctx, cell)
+    qat = prepare_qat(baseline)
+    stats = finetune(qat, ctx, cell, "int8_qat")
+    content = tflite.convert(qat, "int8")  # no representative data: the trained ranges are used
+    tflite.save(content, ctx, cell)
+    return tflite.measure(content, baseline, ctx, int8_modules=len(int8_layers(content)),
+                          fp32_test_acc=accuracy_on_test(baseline, ctx), backend=tflite.BACKEND,
+                          finetune_history=stats["history"], finetune_time_s=stats["train_time_s"])
+
+
+# --- float16 (the Keras row of "bf16") -------------------------------------------------------------------
+
+def bf16(ctx, cell) -> dict:
+    baseline = load_baseline(ctx, cell)
+    content = tflite.convert(baseline, "fp16")
+    tflite.save(content, ctx, cell)
+    return tflite.measure(content, baseline, ctx, autocast_dtype="float16 (TFLite)", note=FLOAT16_NOTE,
+                          backend=tflite.BACKEND)
+
+
+# --- fixed point (Qm.n), simulated -----------------------------------------------------------------------
+
+def fake_fixed_point(x, n: int, bits: int):
+    """``fixed_point_round`` on a tensor: tf.round also rounds ties to even; powers of two scale exactly."""
+    return tf.clip_by_value(tf.round(x * 2.0**n), -(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1) * 2.0**-n
+
+
+class _FixedPointInput:
+    """Mixin: the layer's input activation in Qm.n (``input_n`` fractional bits, ``bits`` in all)."""
+
+    def __init__(self, *args, input_n: int = 0, bits: int = 8, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.input_n, self.bits = int(input_n), int(bits)
+
+    def call(self, inputs):
+        return super().call(fake_fixed_point(inputs, self.input_n, self.bits))
+
+    def get_config(self):  # clone_model and .keras saving (artifact_sizes) rebuild the layer from it
+        return {**super().get_config(), "input_n": self.input_n, "bits": self.bits}
+
+
+@keras.saving.register_keras_serializable(package="tensorflow_impl")
+class FixedPointConv2D(_FixedPointInput, keras.layers.Conv2D):
+    pass
+
+
+@keras.saving.register_keras_serializable(package="tensorflow_impl")
+class FixedPointDense(_FixedPointInput, keras.layers.Dense):
+    pass
+
+
+def weight_layer_names(plan) -> list[tuple[str, str | None]]:
+    """(conv/dense name, its BN name or None) for every layer of the spec."""
+    return ([(c.name, c.bn_name) for c in specs.convs_of(plan)]
+            + [(fc.name, fc.bn_name) for fc in specs.linears_of(plan)])
+
+
+def folded_weights(model) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{layer: (kernel, bias)} with every BN of the spec folded into its conv/dense (inference statistics)."""
+    out = {}
+    for name, bn_name in weight_layer_names(model.plan):
+        layer = model.get_layer(name)
+        kernel = layer.kernel.numpy()
+        bias = layer.bias.numpy() if layer.use_bias else np.zeros(kernel.shape[-1], np.float32)
+        if bn_name:
+            bn = model.get_layer(bn_name)
+            scale = bn.gamma.numpy() / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+            kernel = kernel * scale  # the output channel is the kernel's last axis (HWIO / in-out)
+            bias = (bias - bn.moving_mean.numpy()) * scale + bn.beta.numpy()
+        out[name] = (kernel.astype(np.float32), bias.astype(np.float32))
+    return out
+
+
+def fold_batchnorm(model, formats: dict | None = None, bits: int = 8):
+    """A copy without BN (fixed-point hardware has none): conv/dense carry the folded kernel and a bias,
+    each BN becomes a pass-through. With ``formats`` ({layer: n}) conv/dense become their fixed-point-input
+    versions; their kernels are set by the caller."""
+    folded = folded_weights(model)
+    bn_names = {bn for _, bn in weight_layer_names(model.plan) if bn}
+
+    def clone(layer):
+        config = layer.get_config()
+        if layer.name in bn_names:
+            return keras.layers.Activation("linear", name=layer.name)
+        if layer.name in folded:
+            config.update(use_bias=True, kernel_regularizer=None)
+            if formats is None:
+                return layer.__class__.from_config(config)
+            cls = FixedPointConv2D if isinstance(layer, keras.layers.Conv2D) else FixedPointDense
+            return cls.from_config({**config, "input_n": formats[layer.name], "bits": bits})
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    for name, (kernel, bias) in folded.items():
+        copy.get_layer(name).set_weights([kernel, bias])
+    copy.arch, copy.widths, copy.plan = model.arch, model.widths, model.plan
+    return copy
+
+
+def input_ranges(model, batches) -> dict[str, float]:
+    """Largest |input| of every conv/dense of the spec over the calibration batches."""
+    names = [name for name, _ in weight_layer_names(model.plan)]
+    probe = keras.Model(model.inputs, [model.get_layer(name).input for name in names])
+    ranges = dict.fromkeys(names, 0.0)
+    for x in batches:
+        for name, value in zip(names, probe(x, training=False)):
+            ranges[name] = max(ranges[name], float(tf.reduce_max(tf.abs(value))))
+    return ranges
+
+
+def fixed_point_model(model, bits: int, batches):
+    """BN-folded copy whose conv/dense weights (per tensor) and inputs are Qm.n at ``bits``.
+
+    Biases stay float: fixed-point accumulators are wider than the operands (as int32 biases are in int8).
+    Returns the model and the chosen formats {"weights": {layer: [m, n]}, "activations": {...}}.
+    """
+    ranges = input_ranges(fold_batchnorm(model), batches)  # calibrated on the folded float network
+    activations = {name: qmn_format(r, bits) for name, r in ranges.items()}
+    fixed = fold_batchnorm(model, {name: n for name, (_, n) in activations.items()}, bits)
+    formats = {"weights": {}, "activations": {name: [m, n] for name, (m, n) in activations.items()}}
+    for name in ranges:
+        layer = fixed.get_layer(name)
+        kernel, bias = layer.get_weights()
+        m, n = qmn_format(float(np.abs(kernel).max()), bits)
+        layer.set_weights([fixed_point_round(kernel, n, bits).astype(np.float32), bias])
+        formats["weights"][name] = [m, n]
+    return fixed, formats
+
+
+def keras_metrics(run_model, baseline, ctx, *, params_nonzero: int, **extra) -> dict:
+    """The row keys of ``common.measured`` for a Keras model that is not a plain ``models.build`` network:
+    counts from the baseline (same network), accuracy, size and latency from ``run_model``."""
+    preset = ctx.preset
+    row = {
+        "test_acc": accuracy_on_test(run_model, ctx),
+        "params_total": models.count_params(baseline),
+        "params_nonzero": params_nonzero,
+        "macs": specs.count_macs(baseline.plan),
+        **artifact_sizes(run_model, preset.measure),
+        **cpu_latency(run_model, preset.measure),
+        "widths": list(baseline.widths),
+    }
+    row.update(extra)
+    return row
+
+
+def fixed_point(ctx, cell) -> dict:
+    baseline = load_baseline(ctx, cell)
+    bits = int(cell.settings["bits"])
+    n_images = max(ctx.preset.protocol.calibration_sizes)
+    batches = calibration_batches(ctx.dataset.val, n_images, ctx.preset.recipe.eval_batch_size)
+    model, formats = fixed_point_model(baseline, bits, batches)
+    kernels = [model.get_layer(name).kernel.numpy() for name in formats["weights"]]
+    nonzero = sum(int(np.count_nonzero(k)) for k in kernels) + tflite.non_weight_nonzero(baseline)
+    return keras_metrics(model, baseline, ctx, params_nonzero=nonzero, bits=bits, simulated=True,
+                         calibration_images=n_images, qmn_formats=formats,
+                         fixed_point_weight_bytes=math.ceil(sum(k.size for k in kernels) * bits / 8),
+                         fp32_test_acc=accuracy_on_test(baseline, ctx))
+
+
+REGISTRY = {
+    "int8_dynamic": int8_dynamic,
+    "int8_static": int8_static,
+    "int8_qat": int8_qat,
+    "bf16": bf16,
+    "fixed_point": fixed_point,
+}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from shared import data as shared_data, state as neutral
+from shared import state as neutral
 from shared.protocols import finetune_recipe
 from . import models
 from .measure import measure
@@ -28,15 +28,7 @@ def load_baseline(ctx, cell, width: float | None = None) -> torch.nn.Module:
 def finetune(model, ctx, cell, label: str, **train_kwargs) -> dict:
     """The protocol's fine-tuning budget (same at every operating point) on the training split."""
     recipe = finetune_recipe(ctx.preset.recipe, ctx.preset.protocol)
-    return train(model, finetune_data(ctx), recipe, cell.seed, label=f"[pytorch {cell.arch} {label}]", **train_kwargs)
-
-
-def finetune_data(ctx) -> shared_data.Dataset:
-    n = ctx.preset.protocol.finetune_images
-    ds = ctx.dataset
-    if n is None:
-        return ds
-    return shared_data.Dataset(shared_data.stratified_subset(ds.train, n), ds.val, ds.test, ds.source)
+    return train(model, ctx.finetune_dataset, recipe, cell.seed, label=f"[pytorch {cell.arch} {label}]", **train_kwargs)
 
 
 def measured(model, ctx, **extra) -> dict:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from shared.kd import student_width
+from shared import kd as kd_rules
+from shared.kd import KD_STUDENT, student_width
 from . import models
 from .common import FRAMEWORK, load_baseline, measured, save_state
 from .train import autocast, evaluate, pick_device, train
@@ -26,16 +27,8 @@ def kd_loss(student_logits, teacher_logits, labels, temperature: float, alpha: f
     return alpha * temperature**2 * soft + (1.0 - alpha) * hard
 
 
-KD_STUDENT = "kd_student"
-
-
 def cell_student_width(ctx, cell) -> float:
-    protocol = ctx.preset.protocol
-    factor = cell.settings.get("student_width_factor", protocol.student_width_factor)
-    if factor != protocol.student_width_factor:  # the row would report a width it was not trained at
-        raise ValueError(f"cell student_width_factor {factor} differs from the protocol's "
-                         f"{protocol.student_width_factor}")
-    return student_width(ctx.preset.width, protocol)
+    return kd_rules.cell_student_width(ctx.preset, cell.settings)
 
 
 def build_student(ctx, cell) -> torch.nn.Module:

@@ -38,3 +38,16 @@ def kd_loss_reference(student_logits, teacher_logits, labels, temperature: float
 def student_width(preset_width: float, protocol) -> float:
     """The student's width multiplier: the teacher's (the preset's) scaled by the protocol's factor."""
     return preset_width * protocol.student_width_factor
+
+
+KD_STUDENT = "kd_student"  # checkpoint name of the distilled student (the KD pipeline starts from it)
+
+
+def cell_student_width(preset, settings: dict) -> float:
+    """The student width of a KD cell; refuses settings that differ from the protocol it is trained with."""
+    protocol = preset.protocol
+    factor = settings.get("student_width_factor", protocol.student_width_factor)
+    if factor != protocol.student_width_factor:  # the row would report a width it was not trained at
+        raise ValueError(f"cell student_width_factor {factor} differs from the protocol's "
+                         f"{protocol.student_width_factor}")
+    return student_width(preset.width, protocol)

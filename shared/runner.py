@@ -47,6 +47,14 @@ class RunContext:
             self._dataset = load_dataset(self.preset, self.data_dir)
         return self._dataset
 
+    @property
+    def finetune_dataset(self) -> data_mod.Dataset:
+        """The protocol's fine-tuning data: a fixed stratified subset of the training split, or all of it."""
+        n, ds = self.preset.protocol.finetune_images, self.dataset
+        if n is None:
+            return ds
+        return data_mod.Dataset(data_mod.stratified_subset(ds.train, n), ds.val, ds.test, ds.source)
+
     def checkpoint_path(self, framework: str, arch: str, seed: int, name: str = "baseline") -> Path:
         return self.out_dir / "checkpoints" / f"{framework}__{arch}__{name}__s{seed}.safetensors"
 

@@ -45,7 +45,7 @@ from shared.measure import file_sizes  # noqa: E402
 from shared.protocols import finetune_recipe  # noqa: E402
 from shared.recipe import steps_per_epoch  # noqa: E402
 from . import models  # noqa: E402
-from .common import finetune, finetune_data, load_baseline, measured  # noqa: E402
+from .common import finetune, load_baseline, measured  # noqa: E402
 from .train import evaluate  # noqa: E402
 from .weights import export_state, import_state  # noqa: E402
 
@@ -301,7 +301,7 @@ def _accuracy(model, ctx, split: str) -> float:
 
 def _finetune_steps(ctx) -> int:
     recipe = finetune_recipe(ctx.preset.recipe, ctx.preset.protocol)
-    return steps_per_epoch(len(finetune_data(ctx).train), recipe.batch_size) * recipe.epochs
+    return steps_per_epoch(len(ctx.finetune_dataset.train), recipe.batch_size) * recipe.epochs
 
 
 def _gradual(model, ctx, cell, target: float, label: str):

@@ -212,3 +212,19 @@ def technique_layer_ratios(technique: str, arch: str, settings: dict) -> list[fl
     if technique == "filter_iterative":
         return uniform_layer_ratios(arch, settings["ratio_per_round"])
     raise ValueError(f"{technique!r} is not a structured filter-pruning technique")
+
+
+def structure_figures(baseline, pruned, kept, ratios_per_layer) -> dict:
+    """A structured row's figures from two built models (anything carrying ``.arch``, ``.widths``, ``.plan``)."""
+    names = specs.layer_names(pruned.arch)
+    return {
+        "pruned_widths": list(pruned.widths),
+        "baseline_widths": list(baseline.widths),
+        "kept_channels": kept,
+        "ratio_settings": {
+            "per_layer": dict(zip(names, map(float, ratios_per_layer))),
+            "per_group": {g.first: r for g, r in group_ratios(pruned.arch, ratios_per_layer)},
+        },
+        "macs_reduction": specs.count_macs(baseline.plan) / specs.count_macs(pruned.plan),
+        "params_reduction": specs.count_params(baseline.plan) / specs.count_params(pruned.plan),
+    }

@@ -37,21 +37,6 @@ def compose_kept(kept_so_far: dict[str, list[int]], kept_now: dict[str, list[int
     return {layer: [kept_so_far[layer][i] for i in idxs] for layer, idxs in kept_now.items()}
 
 
-def structure_figures(baseline, pruned, kept, ratios_per_layer) -> dict:
-    names = specs.layer_names(pruned.arch)
-    return {
-        "pruned_widths": list(pruned.widths),
-        "baseline_widths": list(baseline.widths),
-        "kept_channels": kept,
-        "ratio_settings": {
-            "per_layer": dict(zip(names, map(float, ratios_per_layer))),
-            "per_group": {g.first: r for g, r in filter_rule.group_ratios(pruned.arch, ratios_per_layer)},
-        },
-        "macs_reduction": specs.count_macs(baseline.plan) / specs.count_macs(pruned.plan),
-        "params_reduction": models.count_params(baseline) / models.count_params(pruned),
-    }
-
-
 def accuracy_on_test(model, ctx) -> float:
     return evaluate(model, ctx.dataset.test, ctx.preset.recipe.eval_batch_size)[1]
 
@@ -73,7 +58,7 @@ def prune_finetune_measure(ctx, cell) -> dict:
     pruned, kept = _prune(baseline, ctx, ratios_per_layer)  # the baseline itself is left as it was
     pre_finetune = accuracy_on_test(pruned, ctx)
     stats = finetune(pruned, ctx, cell, label=f"{cell.technique} finetune")
-    return measured(pruned, ctx, **structure_figures(baseline, pruned, kept, ratios_per_layer),
+    return measured(pruned, ctx, **filter_rule.structure_figures(baseline, pruned, kept, ratios_per_layer),
                     pre_finetune_test_acc=pre_finetune, finetune_history=stats["history"])
 
 
@@ -110,7 +95,7 @@ def filter_iterative(ctx, cell) -> dict:
             "widths": list(model.widths), "pre_finetune_test_acc": pre_finetune,
             "test_acc": accuracy_on_test(model, ctx), "val_acc": accuracy_on_val(model, ctx),
         })
-    return measured(model, ctx, **structure_figures(baseline, model, kept, ratios), rounds=rounds,
+    return measured(model, ctx, **filter_rule.structure_figures(baseline, model, kept, ratios), rounds=rounds,
                     pre_finetune_test_acc=rounds[0]["pre_finetune_test_acc"], finetune_history=history)
 
 

@@ -7,19 +7,12 @@ from __future__ import annotations
 
 from shared import state as neutral
 from shared.filter_rule import uniform_layer_ratios
+from shared.measure import stage_summary as _stage
 from . import distill, models, quantization, unstructured
 from .common import FRAMEWORK, finetune, measured
 from .structured import prune_filters
 from .train import pick_device
 from .weights import import_state
-
-STAGE_KEYS = ("test_acc", "params_total", "params_nonzero", "macs", "size_bytes", "size_gzip_bytes",
-              "latency_b1_ms_median", "latency_b64_ms_median")
-
-
-def _stage(name: str, row: dict) -> dict:
-    return {"stage": name, **{k: row[k] for k in STAGE_KEYS}}
-
 
 def _int8(model, ctx, cell) -> dict:
     batches = quantization.calibration_batches(ctx.dataset.val, int(cell.settings["calibration_images"]),

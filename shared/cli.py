@@ -27,6 +27,9 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", action="append", choices=ARCHS, help="only these architectures (repeatable)")
     p.add_argument("--technique", action="append", choices=TECHNIQUES,
                    help="only these techniques (repeatable; the others' baselines must exist or be included)")
+    p.add_argument("--controlled", action="store_true",
+                   help="controlled mode: the Keras suite starts from the PyTorch baseline of --out instead of "
+                        "training its own (rows marked controlled; the PyTorch suite runs as usual)")
 
 
 def suite_main(package: str, argv=None) -> int:
@@ -37,8 +40,12 @@ def suite_main(package: str, argv=None) -> int:
     suite = importlib.import_module(f"{package}.suite")
     t0 = time.time()
     argv = sys.argv[1:] if argv is None else argv
+    if args.controlled and package == "pytorch_impl":
+        parser.error("--controlled applies to the Keras suite (it starts from the PyTorch baseline); "
+                     "run the PyTorch suite without it")
     rows = suite.run(get_preset(args.preset), args.out, data_dir=args.data_dir, archs=args.arch,
-                     techniques=args.technique, command=" ".join(["python -m", package, *argv]))
+                     techniques=args.technique, command=" ".join(["python -m", package, *argv]),
+                     controlled=args.controlled)
     failed = [r["cell_id"] for r in rows if r["status"] == "failed"]
     missing = sum(r["status"] == "not_implemented" for r in rows)
     if missing:
@@ -71,6 +78,7 @@ def main(argv=None) -> int:
             cmd += ["--arch", a]
         for t in args.technique or []:
             cmd += ["--technique", t]
+        cmd += ["--controlled"] if args.controlled and package != "pytorch_impl" else []
         print("$ " + " ".join(cmd), flush=True)
         status = max(status, subprocess.call(cmd))
     from .report import write_report

@@ -40,6 +40,15 @@ METRIC_COLUMNS = (
 )
 
 
+# What a combined pipeline records of the model leaving each of its stages (both suites, one list)
+STAGE_KEYS = ("test_acc", "params_total", "params_nonzero", "macs", "size_bytes", "size_gzip_bytes",
+              "latency_b1_ms_median", "latency_b64_ms_median")
+
+
+def stage_summary(name: str, row: dict) -> dict:
+    return {"stage": name, **{k: row[k] for k in STAGE_KEYS}}
+
+
 def latency_stats(seconds, batch_size: int) -> dict[str, float]:
     """Median and p90 in ms: per image at batch 1, per batch otherwise (the protocol's units)."""
     ms = np.asarray(seconds, dtype=np.float64) * 1e3

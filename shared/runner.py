@@ -17,6 +17,13 @@ from .presets import Preset
 from .results import cell_id, finished, write_row
 from .techniques import TECHNIQUES, operating_points
 
+# Controlled mode: a suite starts from this framework's trained baseline (imported through the neutral
+# state) instead of training its own, so its compression toolchain works on identical fp32 weights and
+# training differences drop out of the comparison. Its cells carry ``"controlled": true`` in their
+# settings (separate cell ids and rows; the report pairs them with the source framework's cells) and keep
+# their own checkpoints.
+CONTROLLED_SOURCE = "pytorch"
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -39,6 +46,7 @@ class RunContext:
     out_dir: Path
     data_dir: str | None = None
     log: Callable[[str], None] = print
+    controlled: bool = False
     _dataset: object = None
 
     @property
@@ -56,6 +64,8 @@ class RunContext:
         return data_mod.Dataset(data_mod.stratified_subset(ds.train, n), ds.val, ds.test, ds.source)
 
     def checkpoint_path(self, framework: str, arch: str, seed: int, name: str = "baseline") -> Path:
+        if self.controlled and framework != CONTROLLED_SOURCE:
+            framework = f"{framework}-controlled"  # never overwrites the suite's independently trained run
         return self.out_dir / "checkpoints" / f"{framework}__{arch}__{name}__s{seed}.safetensors"
 
 
@@ -76,22 +86,27 @@ def check_registry(framework: str, registry: dict) -> None:
         )
 
 
-def plan_cells(framework: str, preset: Preset, techniques=TECHNIQUES, archs=None) -> list[Cell]:
+def plan_cells(framework: str, preset: Preset, techniques=TECHNIQUES, archs=None,
+               controlled: bool = False) -> list[Cell]:
     archs = archs or preset.archs
+    mode = {"controlled": True} if controlled else {}
     # Baseline first: every other technique starts from the trained baseline of the same run.
-    return [Cell(framework, a, t, s, settings) for a in archs for s in preset.seeds for t in techniques
-            for settings in operating_points(t, a, preset.protocol)]
+    return [Cell(framework, a, t, s, {**settings, **mode}) for a in archs for s in preset.seeds
+            for t in techniques for settings in operating_points(t, a, preset.protocol)]
 
 
 def run_suite(framework: str, registry: dict, preset: Preset, out_dir, *, data_dir=None, archs=None,
               techniques=None, log=print, environment: Callable[[], dict] = dict,
-              command: str | None = None) -> list[dict]:
+              command: str | None = None, controlled: bool = False) -> list[dict]:
     """Run every unfinished cell; return the rows written by this call."""
     check_registry(framework, registry)
+    if controlled and framework == CONTROLLED_SOURCE:
+        raise ValueError(f"controlled mode starts the other suite from {CONTROLLED_SOURCE}'s baseline; the "
+                         f"{CONTROLLED_SOURCE} suite is that source: run it without --controlled")
     out_dir = Path(out_dir)
-    ctx = RunContext(preset=preset, out_dir=out_dir, data_dir=data_dir, log=log)
+    ctx = RunContext(preset=preset, out_dir=out_dir, data_dir=data_dir, log=log, controlled=controlled)
     rows = []
-    for cell in plan_cells(framework, preset, techniques or TECHNIQUES, archs):
+    for cell in plan_cells(framework, preset, techniques or TECHNIQUES, archs, controlled):
         if finished(out_dir, cell.id):
             log(f"[{framework}] skip {cell.arch}/{cell.technique}/s{cell.seed}: already done")
             continue

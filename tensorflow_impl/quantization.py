@@ -73,18 +73,23 @@ def int8_dynamic(ctx, cell) -> dict:
                           backend=tflite.BACKEND)
 
 
-def int8_static(ctx, cell) -> dict:
-    baseline = load_baseline(ctx, cell)
+def static_int8(model, ctx, cell) -> tuple[bytes, dict]:
+    """Full-integer TFLite of ``model`` calibrated as the cell says; the flatbuffer and the row's extras."""
     observer, n_images = cell.settings["observer"], int(cell.settings["calibration_images"])
     if observer not in OBSERVERS:
         raise ValueError(f"unknown observer {observer!r}: choose from {', '.join(OBSERVERS)}")
     batches = calibration_batches(ctx.dataset.val, n_images, ctx.preset.recipe.eval_batch_size)
-    content = tflite.convert(baseline, "int8", representative=batches)
+    content = tflite.convert(model, "int8", representative=batches)
     tflite.save(content, ctx, cell)
     extra = {"observer_note": HISTOGRAM_NOTE} if observer == "histogram" else {}
-    return tflite.measure(content, baseline, ctx, observer=observer, calibration_images=n_images, **extra,
-                          int8_modules=len(int8_layers(content)), fp32_test_acc=accuracy_on_test(baseline, ctx),
-                          backend=tflite.BACKEND)
+    return content, {"observer": observer, "calibration_images": n_images, **extra,
+                     "int8_modules": len(int8_layers(content)), "backend": tflite.BACKEND}
+
+
+def int8_static(ctx, cell) -> dict:
+    baseline = load_baseline(ctx, cell)
+    content, extra = static_int8(baseline, ctx, cell)
+    return tflite.measure(content, baseline, ctx, **extra, fp32_test_acc=accuracy_on_test(baseline, ctx))
 
 
 def prepare_qat(model):

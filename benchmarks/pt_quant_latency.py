@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,7 +22,7 @@ import torch  # noqa: E402
 
 from pytorch_impl import models, quantization  # noqa: E402
 from shared import specs  # noqa: E402
-from shared.measure import latency_stats  # noqa: E402
+from shared.measure import interleaved_latency  # noqa: E402
 from shared.provenance import cpu_info  # noqa: E402
 
 BATCH_SIZES = (1, 64)
@@ -46,17 +45,11 @@ def variants(arch: str, width: float) -> dict[str, tuple[torch.nn.Module, bool]]
 
 
 @torch.inference_mode()
-def interleaved_latency(models_: dict, batch_size: int, warmup: int, repeats: int) -> dict[str, dict]:
+def timed(models_: dict, batch_size: int, warmup: int, repeats: int) -> dict[str, dict]:
     x = torch.randn(batch_size, 3, specs.INPUT_HW, specs.INPUT_HW)
     inputs = {True: x.contiguous(memory_format=torch.channels_last), False: x.contiguous()}
-    times = {name: [] for name in models_}
-    for round_ in range(warmup + repeats):
-        for name, (model, channels_last) in models_.items():
-            t0 = time.perf_counter()
-            model(inputs[channels_last])
-            if round_ >= warmup:
-                times[name].append(time.perf_counter() - t0)
-    return {name: latency_stats(t, batch_size) for name, t in times.items()}
+    calls = {name: (lambda m=model, cl=channels_last: m(inputs[cl])) for name, (model, channels_last) in models_.items()}
+    return interleaved_latency(calls, batch_size, warmup, repeats)
 
 
 def main(argv=None) -> None:
@@ -80,7 +73,7 @@ def main(argv=None) -> None:
         models_ = variants(arch, args.width)
         stats = {}
         for bs in BATCH_SIZES:
-            for name, s in interleaved_latency(models_, bs, args.warmup, args.repeats).items():
+            for name, s in timed(models_, bs, args.warmup, args.repeats).items():
                 stats.setdefault(name, {}).update(s)
         base = stats["fp32"]
         for name, s in stats.items():

@@ -6,6 +6,7 @@ the gzip rule are defined here once.
 from __future__ import annotations
 
 import gzip
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,19 @@ def latency_stats(seconds, batch_size: int) -> dict[str, float]:
         f"latency_b{batch_size}_ms_median": float(np.median(ms)),
         f"latency_b{batch_size}_ms_p90": float(np.percentile(ms, 90)),
     }
+
+
+def interleaved_latency(calls: dict, batch_size: int, warmup: int, repeats: int) -> dict[str, dict]:
+    """``latency_stats`` of zero-argument calls timed in rounds, one call of each per round, so that load
+    from other processes on a shared machine hits every variant alike (the benchmarks' comparisons)."""
+    times = {name: [] for name in calls}
+    for round_ in range(warmup + repeats):
+        for name, call in calls.items():
+            t0 = time.perf_counter()
+            call()
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return {name: latency_stats(t, batch_size) for name, t in times.items()}
 
 
 def file_sizes(path, level: int = 9) -> dict[str, int]:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from shared import config
-from shared.measure import MeasureProtocol, latency_stats
+from shared.measure import MeasureProtocol, interleaved_latency, latency_stats
 from shared.presets import PRESETS, get_preset
 from shared.recipe import Recipe, epoch_orders, lr_at, steps_per_epoch
 
@@ -46,6 +46,14 @@ def test_epoch_orders_are_deterministic_permutations_with_drop_last():
 def test_latency_stats_units():
     stats = latency_stats([0.001, 0.002, 0.003, 0.004, 0.010], batch_size=64)
     assert stats == pytest.approx({"latency_b64_ms_median": 3.0, "latency_b64_ms_p90": 7.6})
+
+
+def test_interleaved_latency_alternates_the_calls_and_times_only_the_repeats():
+    order = []
+    stats = interleaved_latency({"a": lambda: order.append("a"), "b": lambda: order.append("b")},
+                                batch_size=1, warmup=2, repeats=3)
+    assert order == ["a", "b"] * 5  # one call of each per round, warm-up rounds included
+    assert set(stats) == {"a", "b"} and set(stats["a"]) == {"latency_b1_ms_median", "latency_b1_ms_p90"}
 
 
 def test_measure_protocol_defaults_fix_threads_and_batches():

@@ -197,24 +197,18 @@ def prune_random(ctx, cell) -> dict:
 # --- analyses on the validation split: no fine-tuning ----------------------------------------------------
 
 def sensitivity(ctx, cell) -> dict:
-    """Li et al. 2017 Fig. 2: each layer alone loses its smallest-L1 filters; validation accuracy, no fine-tuning.
-
-    Removal is emulated by shared.pruning_rules.mask_filters on the neutral state, exactly equivalent to a
-    physically narrower layer and identical to what the Keras suite applies.
-    """
+    """Li et al. 2017 Fig. 2 (``shared.pruning_rules.sensitivity_scan``): removal is emulated by masking
+    filters on the neutral state, exactly equivalent to a physically narrower layer and identical to what
+    the Keras suite applies."""
     model = load_baseline(ctx, cell).to(pick_device())
     base_state, base_acc = export_state(model), _accuracy(model, ctx, "val")
-    curve = []
-    for conv, bn in rules.sensitivity_layers(cell.arch):
-        n_filters = base_state[f"{conv}.weight"].shape[0]
-        for ratio in ctx.preset.protocol.sensitivity_ratios:
-            masked, removed = rules.remove_smallest_filters(base_state, conv, bn, ratio)
-            import_state(model, masked)
-            curve.append({"layer": conv, "ratio": float(ratio), "val_acc": _accuracy(model, ctx, "val"),
-                          "filters_removed": len(removed), "filters": int(n_filters)})
-    return {"curve": curve, "baseline_val_acc": base_acc,
-            "layers": [conv for conv, _ in rules.sensitivity_layers(cell.arch)],
-            "ratios": [float(r) for r in ctx.preset.protocol.sensitivity_ratios]}
+
+    def val_accuracy(state: dict) -> float:
+        import_state(model, state)
+        return _accuracy(model, ctx, "val")
+
+    scan = rules.sensitivity_scan(base_state, cell.arch, ctx.preset.protocol.sensitivity_ratios, val_accuracy)
+    return {**scan, "baseline_val_acc": base_acc}
 
 
 def globally_pruned_copy(model, sparsity: float):
@@ -226,24 +220,13 @@ def globally_pruned_copy(model, sparsity: float):
 
 
 def sparsity_search(ctx, cell) -> dict:
-    """Bisection on [0, 1) for the largest one-shot global L1 sparsity whose validation accuracy drops by at
-    most ``search_tolerance`` from the baseline's; ``search_steps`` probes."""
-    protocol = ctx.preset.protocol
+    """The largest one-shot global L1 sparsity within the validation tolerance (``rules.bisect_sparsity``)."""
     baseline = load_baseline(ctx, cell).to(pick_device())
-    baseline_acc = _accuracy(baseline, ctx, "val")
-    lo, hi, probes = 0.0, 1.0, []
-    best, best_acc = baseline, baseline_acc  # sparsity 0 is within tolerance by definition
-    for _ in range(protocol.search_steps):
-        mid = (lo + hi) / 2
-        candidate = globally_pruned_copy(baseline, mid)
-        acc = _accuracy(candidate, ctx, "val")
-        probes.append({"sparsity": mid, "val_acc": acc})
-        if baseline_acc - acc <= protocol.search_tolerance:
-            lo, best, best_acc = mid, candidate, acc
-        else:
-            hi = mid
-    return measured(best, ctx, **sparsity_figures(best), max_sparsity=lo, baseline_val_acc=baseline_acc,
-                    val_acc=best_acc, probes=probes, search_interval=[lo, hi])
+    best, figures = rules.bisect_sparsity(lambda s: globally_pruned_copy(baseline, s),
+                                          lambda m: _accuracy(m, ctx, "val"), _accuracy(baseline, ctx, "val"),
+                                          ctx.preset.protocol)
+    best = baseline if best is None else best
+    return measured(best, ctx, **sparsity_figures(best), **figures)
 
 
 # Merged into pytorch_impl.techniques.REGISTRY (keys are shared.techniques names).

@@ -5,6 +5,7 @@ so the PyTorch and Keras suites prune the same weights and count sparsity the sa
 """
 from __future__ import annotations
 
+from typing import Callable
 
 import numpy as np
 
@@ -112,3 +113,42 @@ def remove_smallest_filters(state: dict, conv_name: str, bn_name: str, ratio: fl
     """filters_to_remove + mask_filters on one layer: (new state, removed indices)."""
     indices = filters_to_remove(state[f"{conv_name}.weight"], ratio)
     return mask_filters(state, conv_name, bn_name, indices), indices
+
+
+# --- the two validation-split analyses, given a suite's way to score a state ------------------------------
+
+def sensitivity_scan(state: dict, arch: str, ratios, val_accuracy: Callable[[dict], float]) -> dict:
+    """Li et al. 2017 Fig. 2: each layer alone loses its smallest-L1 filters (``remove_smallest_filters``,
+    no fine-tuning); ``val_accuracy(masked_state)`` is the suite's validation accuracy of a state."""
+    curve = []
+    for conv, bn in sensitivity_layers(arch):
+        n_filters = state[f"{conv}.weight"].shape[0]
+        for ratio in ratios:
+            masked, removed = remove_smallest_filters(state, conv, bn, ratio)
+            curve.append({"layer": conv, "ratio": float(ratio), "val_acc": val_accuracy(masked),
+                          "filters_removed": len(removed), "filters": int(n_filters)})
+    return {"curve": curve, "layers": [conv for conv, _ in sensitivity_layers(arch)],
+            "ratios": [float(r) for r in ratios]}
+
+
+def bisect_sparsity(candidate: Callable[[float], object], val_accuracy: Callable[[object], float],
+                    baseline_acc: float, protocol: CompressionProtocol) -> tuple[object | None, dict]:
+    """Bisection on [0, 1) for the largest one-shot sparsity whose validation accuracy drops by at most
+    ``search_tolerance`` from ``baseline_acc``, in ``search_steps`` probes.
+
+    ``candidate(sparsity)`` builds the suite's pruned model (or state); returns the best candidate (None:
+    no probe stayed within tolerance, so the answer is the unpruned baseline) and the row's figures.
+    """
+    lo, hi, probes = 0.0, 1.0, []
+    best, best_acc = None, baseline_acc  # sparsity 0 is within tolerance by definition
+    for _ in range(protocol.search_steps):
+        mid = (lo + hi) / 2
+        pruned = candidate(mid)
+        acc = val_accuracy(pruned)
+        probes.append({"sparsity": mid, "val_acc": acc})
+        if baseline_acc - acc <= protocol.search_tolerance:
+            lo, best, best_acc = mid, pruned, acc
+        else:
+            hi = mid
+    return best, {"max_sparsity": lo, "baseline_val_acc": baseline_acc, "val_acc": best_acc, "probes": probes,
+                  "search_interval": [lo, hi]}

@@ -375,49 +375,34 @@ def _probe_model(baseline):
 
 
 def sensitivity(ctx, cell) -> dict:
-    """Li et al. 2017 Fig. 2: each layer alone loses its smallest-L1 filters; validation accuracy, no fine-tuning.
-
-    Removal is emulated by shared.pruning_rules.mask_filters on the neutral state, exactly equivalent to a
-    physically narrower layer and identical to what the PyTorch suite applies.
-    """
+    """Li et al. 2017 Fig. 2 (``shared.pruning_rules.sensitivity_scan``), the PyTorch suite's scan: each
+    masked state is imported into a probe network of the baseline's shape and scored on validation."""
     baseline = load_baseline(ctx, cell)
     base_state, base_acc = export_state(baseline), _accuracy(baseline, ctx, "val")
     probe = _probe_model(baseline)
-    curve = []
-    for conv, bn in rules.sensitivity_layers(cell.arch):
-        n_filters = base_state[f"{conv}.weight"].shape[0]
-        for ratio in ctx.preset.protocol.sensitivity_ratios:
-            masked, removed = rules.remove_smallest_filters(base_state, conv, bn, ratio)
-            import_state(probe, masked)
-            curve.append({"layer": conv, "ratio": float(ratio), "val_acc": _accuracy(probe, ctx, "val"),
-                          "filters_removed": len(removed), "filters": int(n_filters)})
-    return {"curve": curve, "baseline_val_acc": base_acc,
-            "layers": [conv for conv, _ in rules.sensitivity_layers(cell.arch)],
-            "ratios": [float(r) for r in ctx.preset.protocol.sensitivity_ratios]}
+
+    def val_accuracy(state: dict) -> float:
+        import_state(probe, state)
+        return _accuracy(probe, ctx, "val")
+
+    scan = rules.sensitivity_scan(base_state, cell.arch, ctx.preset.protocol.sensitivity_ratios, val_accuracy)
+    return {**scan, "baseline_val_acc": base_acc}
 
 
 def sparsity_search(ctx, cell) -> dict:
-    """Bisection on [0, 1) for the largest one-shot global L1 sparsity whose validation accuracy drops by at
-    most ``search_tolerance`` from the baseline's; ``search_steps`` probes (the PyTorch suite's search)."""
-    protocol = ctx.preset.protocol
+    """The PyTorch suite's search (``rules.bisect_sparsity``) on masked neutral states."""
     baseline = load_baseline(ctx, cell)
-    base_state, baseline_acc = export_state(baseline), _accuracy(baseline, ctx, "val")
+    base_state = export_state(baseline)
     probe = _probe_model(baseline)
-    lo, hi, probes = 0.0, 1.0, []
-    best, best_acc = base_state, baseline_acc  # sparsity 0 is within tolerance by definition
-    for _ in range(protocol.search_steps):
-        mid = (lo + hi) / 2
-        candidate = apply_masks(base_state, global_masks(base_state, cell.arch, mid))
-        import_state(probe, candidate)
-        acc = _accuracy(probe, ctx, "val")
-        probes.append({"sparsity": mid, "val_acc": acc})
-        if baseline_acc - acc <= protocol.search_tolerance:
-            lo, best, best_acc = mid, candidate, acc
-        else:
-            hi = mid
-    import_state(probe, best)
-    return measured(probe, ctx, **sparsity_figures(probe), max_sparsity=lo, baseline_val_acc=baseline_acc,
-                    val_acc=best_acc, probes=probes, search_interval=[lo, hi])
+
+    def val_accuracy(state: dict) -> float:
+        import_state(probe, state)
+        return _accuracy(probe, ctx, "val")
+
+    best, figures = rules.bisect_sparsity(lambda s: apply_masks(base_state, global_masks(base_state, cell.arch, s)),
+                                          val_accuracy, _accuracy(baseline, ctx, "val"), ctx.preset.protocol)
+    import_state(probe, base_state if best is None else best)
+    return measured(probe, ctx, **sparsity_figures(probe), **figures)
 
 
 # Merged into tensorflow_impl.techniques.REGISTRY (keys are shared.techniques names).

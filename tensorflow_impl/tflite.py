@@ -255,9 +255,21 @@ def artifact_sizes(content: bytes, protocol: MeasureProtocol) -> dict[str, int]:
         return file_sizes(path, protocol.gzip_level)
 
 
+def fp32_reference_latency(model, protocol: MeasureProtocol) -> dict[str, float]:
+    """Latency of ``model`` as a plain fp32 flatbuffer on the same runtime, under ``fp32_tflite_*`` keys.
+
+    A converted row's speedup is then runtime-for-runtime (int8 TFLite over fp32 TFLite), as PyTorch's int8
+    rows compare with its fp32 eager baseline; the Keras baseline row itself is timed through TensorFlow.
+    """
+    lite = LiteModel(convert(model, "fp32"), protocol.threads)
+    return {f"fp32_tflite_{k}": v for k, v in cpu_latency(lite, protocol).items()}
+
+
 def measure(content: bytes, baseline, ctx, **extra) -> dict:
-    """The row of a converted model: accuracy and latency on LiteRT, counts from the baseline's spec."""
+    """The row of a converted model: accuracy and latency on LiteRT, counts from the baseline's spec, and
+    the fp32 flatbuffer's latency of the same network as the speedup reference."""
     preset = ctx.preset
+    reference = fp32_reference_latency(baseline, preset.measure)
     lite = LiteModel(content, preset.measure.threads)
     row = {
         "test_acc": accuracy(lite, ctx.dataset.test, preset.recipe.eval_batch_size),
@@ -266,6 +278,7 @@ def measure(content: bytes, baseline, ctx, **extra) -> dict:
         "macs": specs.count_macs(baseline.plan),
         **artifact_sizes(content, preset.measure),
         **cpu_latency(lite, preset.measure),
+        **reference,
         "widths": list(baseline.widths),
     }
     row.update(extra)

@@ -129,6 +129,8 @@ def test_static_int8_row(row):
     assert r["macs"] == specs.count_macs(specs.plan(arch, width=0.0625))
     assert 0 < r["params_nonzero"] <= r["params_total"]
     assert abs(r["test_acc"] - r["fp32_test_acc"]) <= 0.1
+    # the speedup reference: the same network as an fp32 flatbuffer, timed on the same runtime
+    assert {f"fp32_tflite_latency_b{b}_ms_{s}" for b in (1, 64) for s in ("median", "p90")} <= r.keys()
 
 
 def test_calibration_refuses_more_images_than_the_split_has(tf_smoke_ctx):

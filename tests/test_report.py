@@ -445,3 +445,14 @@ def test_html_renders_in_headless_chromium(report, tmp_path):
     assert len(re.findall(r'<img src="data:image/png;base64,', dom)) == len(FIGURES)
     assert dom.count("<table") >= 10
     assert _console_lines(out.stderr) == []
+
+
+def test_quantization_speedup_is_runtime_for_runtime():
+    from shared.report.paper import same_runtime_speedup
+
+    base = {"latency_b1_ms_median": 3.0}  # the Keras baseline, timed through TensorFlow
+    tflite_point = {"rows": [{"fp32_tflite_latency_b1_ms_median": 8.0}, {"fp32_tflite_latency_b1_ms_median": 10.0}],
+                    "latency_b1_ms_median": 1.5}
+    eager_point = {"rows": [{}], "latency_b1_ms_median": 1.5}
+    assert same_runtime_speedup(tflite_point, base, 1) == pytest.approx(6.0)  # mean fp32 TFLite 9.0 / 1.5
+    assert same_runtime_speedup(eager_point, base, 1) == pytest.approx(2.0)  # no TFLite reference: the baseline

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from . import fmt
-from .cells import ARCH_NAMES, FRAMEWORK_NAMES, FRAMEWORKS
+from .cells import ARCH_NAMES, FRAMEWORK_NAMES, FRAMEWORKS, speedup
 from .doc import Heading, Para, Table
 from .published import LI2017_SOURCE, LI2017_TABLE1, LI2017_WIDTH
 
@@ -17,6 +17,23 @@ def extra_mean(p, key):
     """Mean over the point's seed rows of a technique-specific scalar (NaN when no row has it)."""
     vals = [r.get(key) for r in p["rows"] if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
     return float(np.mean(vals)) if vals else float("nan")
+
+
+SAME_RUNTIME_NOTE = (
+    "**×fp32** is the fp32 latency over the variant's, runtime for runtime: a PyTorch variant against the fp32 "
+    "baseline in eager PyTorch; a Keras TFLite variant (rows with `fp32_tflite_*` latencies) against the same "
+    "network converted to an fp32 flatbuffer on the same LiteRT interpreter (XNNPACK, same threads), because the "
+    "Keras baseline itself is timed through TensorFlow, a different runtime. Both suites run on the same CPU "
+    "with the same thread count (see Provenance).")
+
+
+def same_runtime_speedup(p, base, batch_size: int) -> float:
+    """fp32 latency / the point's latency, with the fp32 reference from the point's own runtime."""
+    key = f"latency_b{batch_size}_ms_median"
+    reference = extra_mean(p, f"fp32_tflite_{key}")
+    if np.isnan(reference):
+        reference = base[key] if base is not None else None
+    return speedup(reference, p[key])
 
 
 def _pick(chosen: pd.DataFrame, fw: str, arch: str, technique: str):
@@ -111,10 +128,13 @@ def quant_tables(points: pd.DataFrame, base: dict) -> list:
                 p = p.iloc[0]
                 row += [fmt.acc_cell(p["test_acc"], p["acc_std"], p["n"]),
                         fmt.delta_pts(p["test_acc"], b["test_acc"] if b is not None else None),
-                        fmt.mb(p["size_gzip_bytes"]), fmt.ms(p["latency_b1_ms_median"])]
+                        fmt.mb(p["size_gzip_bytes"]), fmt.ms(p["latency_b1_ms_median"]),
+                        fmt.times(same_runtime_speedup(p, b, 1)), fmt.ms(p["latency_b64_ms_median"]),
+                        fmt.times(same_runtime_speedup(p, b, 64))]
             rows.append(row)
         cols = ["Variant", "Setting"] + [f"{FRAMEWORK_NAMES[fw]} {c}" for fw in FRAMEWORKS
-                                         for c in ("acc %", "Δ pts", "gzip MB", "b1 ms")]
+                                         for c in ("acc %", "Δ pts", "gzip MB", "b1 ms", "b1 ×fp32", "b64 ms",
+                                                   "b64 ×fp32")]
         blocks += [Heading(f"Quantization — {ARCH_NAMES[arch]}", 4), Table(cols, rows)]
         dyn = sub[sub.technique == "int8_dynamic"]
         cover = [f"{FRAMEWORK_NAMES.get(p['framework'], p['framework'])} "
@@ -124,6 +144,7 @@ def quant_tables(points: pd.DataFrame, base: dict) -> list:
             blocks.append(Para(f"int8_dynamic converted these shares of the quantizable weights: {'; '.join(cover)}."))
     if len(blocks) == 1:
         blocks.append(Para("No quantization rows."))
+    blocks.append(Para(SAME_RUNTIME_NOTE))
     blocks.append(Para("fixed_point is simulated (weights rounded to the grid, stored as fp32): its size and "
                        "latency are the fp32 model's."))
     return blocks

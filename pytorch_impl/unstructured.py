@@ -38,12 +38,10 @@ def apply_layerwise(model, sparsity: float, seed: int = 0) -> None:
 
 
 def apply_random(model, sparsity: float, seed: int = 0) -> None:
-    """Blalock et al.'s floor: every layer at the same sparsity, the weights drawn at random."""
-    # random_unstructured draws from the global generator; forking keeps the caller's stream untouched
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for module, name in prunable_params(model):
-            prune.random_unstructured(module, name, amount=float(sparsity))
+    """Blalock et al.'s floor: ``shared.pruning_rules.random_masks`` (the Keras suite's masks) as custom masks."""
+    masks = rules.random_masks(export_state(model), model.arch, sparsity, seed)
+    for name, (module, attr) in zip(rules.prunable_layer_names(model.arch), prunable_params(model)):
+        prune.custom_from_mask(module, attr, torch.from_numpy(masks[name]).to(module.weight.device, torch.float32))
 
 
 # One signature for the three one-shot methods; only random pruning uses the seed.

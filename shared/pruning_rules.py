@@ -42,6 +42,25 @@ def weight_sparsity(state: dict, arch: str) -> tuple[int, int]:
     return sum(z for z, _ in counts), sum(n for _, n in counts)
 
 
+def random_masks(state: dict, arch: str, sparsity: float, seed: int = 0) -> dict[str, np.ndarray]:
+    """Blalock et al.'s floor: round(s * n) weights of every prunable layer drawn at random (keep-masks).
+
+    Drawn here, from numpy's generator seeded by the cell, for both suites. Not from the framework's global
+    RNG: the baselines initialise their weights from that RNG seeded with the same cell seed, so a mask drawn
+    from it replays the initialisation's uniform draws, and pruning "the largest draws" removed mostly the
+    weights that started (and stayed) positive: PyTorch's random_unstructured left ~25% positive weights
+    per layer and a ResNet-18 that could not be fine-tuned above chance.
+    """
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name in prunable_layer_names(arch):
+        w = np.asarray(state[f"{name}.weight"])
+        keep = np.ones(w.size, dtype=bool)
+        keep[rng.permutation(w.size)[:round(float(sparsity) * w.size)]] = False
+        out[name] = keep.reshape(w.shape)
+    return out
+
+
 def gradual_target(step: int, total_steps: int, final: float, protocol: CompressionProtocol) -> float | None:
     """The sparsity Zhu & Gupta's schedule sets after fine-tuning ``step`` (0-based), or None: no mask update.
 

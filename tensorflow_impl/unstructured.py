@@ -88,19 +88,8 @@ def layerwise_masks(state: dict, arch: str, sparsity: float, seed: int = 0) -> d
             for name, w in _weights(state, arch).items()}
 
 
-def random_masks(state: dict, arch: str, sparsity: float, seed: int = 0) -> dict[str, np.ndarray]:
-    """Blalock et al.'s floor: round(s * n) weights of every layer drawn at random, seeded by the cell."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for name, w in _weights(state, arch).items():
-        keep = np.ones(w.size, dtype=bool)
-        keep[rng.permutation(w.size)[:round(float(sparsity) * w.size)]] = False
-        out[name] = keep.reshape(w.shape)
-    return out
-
-
 # One signature for the three one-shot methods; only random pruning uses the seed.
-ONE_SHOT = {"global": global_masks, "layerwise": layerwise_masks, "random": random_masks}
+ONE_SHOT = {"global": global_masks, "layerwise": layerwise_masks, "random": rules.random_masks}
 
 
 def apply_masks(state: dict, masks: dict[str, np.ndarray]) -> dict:

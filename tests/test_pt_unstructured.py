@@ -254,3 +254,20 @@ def test_sparsity_search_bisects_and_stays_within_tolerance(pt_smoke_ctx):
     assert row["zero_weights"] == round(lo * row["prunable_weights"])
     if lo > 0:
         assert {"sparsity": lo, "val_acc": row["val_acc"]} in row["probes"]
+
+
+@pytest.mark.parametrize("arch", specs.ARCHS)
+def test_random_masks_are_the_shared_masks_and_ignore_the_weights_signs(arch):
+    # The baseline is initialised from torch's RNG seeded with the cell seed, as the suite does; a mask drawn
+    # from that same stream used to prune mostly positive weights (a ResNet-18 that stayed at chance).
+    torch.manual_seed(0)
+    model = models.build(arch, width=0.25)
+    state = export_state(model)
+    unstructured.apply_random(model, 0.5, seed=0)
+    expected = rules.random_masks(state, arch, 0.5, seed=0)
+    for name in rules.prunable_layer_names(arch):
+        mask = model.get_submodule(name).weight_mask.numpy().astype(bool)
+        np.testing.assert_array_equal(mask, expected[name], err_msg=name)  # the Keras suite's masks too
+    for name in rules.prunable_layer_names(arch):  # the old draw: ~70% positive pruned, ~25% positive kept
+        w, pruned = state[f"{name}.weight"], ~expected[name]
+        assert abs((w[pruned] > 0).mean() - (w[~pruned] > 0).mean()) < 0.25, name

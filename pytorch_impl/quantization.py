@@ -14,12 +14,13 @@ choices of quantization API live in this module, so a move to torchao touches no
 
 Conventions (Jacob et al. 2018): weights int8 symmetric per output channel, activations uint8 per tensor
 (affine), BatchNorm folded into the preceding conv/linear (FX fuses conv+bn+relu), calibration on the
-validation split only. Activations use 7 bits (codes 0..127), the "x86" default's ``reduce_range``: fbgemm's
-AVX2/AVX-512 int8 GEMM without VNNI multiplies uint8 x int8 pairs into a saturating int16
-(vpmaddubsw: 2 x 255 x 127 > 32767), and the default keeps 7-bit activations on every x86 CPU, VNNI or
-not, so a quantized model computes the same numbers wherever it runs.
+validation split only. Activation bits follow the CPU (``activation_bits``): fbgemm's AVX2/AVX-512 int8
+GEMM without VNNI multiplies uint8 x int8 pairs into a saturating int16 (vpmaddubsw: 2 x 255 x 127 > 32767),
+which the "x86" default guards against with 7-bit activations (``reduce_range``) on every CPU. With VNNI
+(vpdpbusd accumulates in int32) nothing saturates, so such a CPU gets full 8-bit activations, as TFLite
+uses; every row records the bits it ran with.
 
-Measured rows keep the keys of ``pytorch_impl.common.measured``. For a quantized model: ``params_total``
+Measured rows keep the keys of the shared row builder. For a quantized model: ``params_total``
 and ``macs`` are the baseline's (same network); ``params_nonzero`` counts int8 weights on their integer
 codes (a weight rounded to zero is zero) plus the baseline's biases and BN parameters (folded, not gone);
 sizes are ``torch.save`` of the quantized state_dict; latency feeds channels_last input like the float
@@ -36,9 +37,12 @@ from torch import nn
 from torch.ao import nn as ao_nn
 from torch.ao.quantization import (
     HistogramObserver,
+    FusedMovingAvgObsFakeQuantize,
     MinMaxObserver,
+    MovingAverageMinMaxObserver,
     QConfig,
     default_dynamic_qconfig,
+    default_fused_per_channel_wt_fake_quant,
     default_per_channel_weight_observer,
     get_default_qat_qconfig_mapping,
     get_default_qconfig_mapping,
@@ -48,17 +52,25 @@ from torch.ao.quantization.backend_config.x86 import get_x86_backend_config
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qat_fx
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from shared import specs
-from shared.fixed_point import fixed_point_round, qmn_format  # noqa: F401  (re-exported for tests)
+from shared import provenance, specs
+from shared.fixed_point import QFormat, tensor_format, qmn_format
 from . import models
-from .common import finetune, load_baseline
 from .measure import artifact_sizes, cpu_latency
-from .train import _norm_constants, evaluate, to_model_input
+from .train import evaluate
 
 BACKEND = "x86"
 CPU = torch.device("cpu")
-ACTIVATION_RANGE = {"quant_min": 0, "quant_max": 127}  # reduce_range, spelled as the observers now ask
 OBSERVERS = {"minmax": MinMaxObserver, "histogram": HistogramObserver}
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def activation_bits() -> int:
+    """8 where the CPU has int8 dot products that accumulate in int32 (VNNI, AMX), else the x86 default's 7."""
+    return 8 if any(f in provenance.cpu_info()["cpu_flags"] for f in VNNI_FLAGS) else 7
+
+
+def activation_range() -> dict:
+    return {"quant_min": 0, "quant_max": 2 ** activation_bits() - 1}
 
 
 # --- shared pieces ---------------------------------------------------------------------------------------
@@ -75,14 +87,10 @@ def example_inputs() -> tuple[torch.Tensor]:
     return (torch.zeros(1, specs.INPUT_CHANNELS, specs.INPUT_HW, specs.INPUT_HW),)
 
 
-def calibration_batches(split, n_images: int, batch_size: int):
-    """The first ``n_images`` of ``split`` (the validation split: its order is a filename hash) as inputs."""
-    if n_images > len(split):
-        raise ValueError(f"calibration needs {n_images} images, the split has {len(split)}")
-    mean, std = _norm_constants(CPU)
-    x = torch.from_numpy(split.x[:n_images])
-    for i in range(0, n_images, batch_size):
-        yield to_model_input(x[i : i + batch_size], mean, std)
+def as_inputs(batches):
+    """Normalised NHWC float32 numpy batches (the shared calibration images) as channels_last NCHW tensors."""
+    for x in batches:
+        yield torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
 
 
 def float_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -117,21 +125,21 @@ def nonzero_params(model: nn.Module, baseline: nn.Module) -> int:
     return count
 
 
-def accuracy_on_test(model: nn.Module, ctx) -> float:
+def accuracy_on_test(model: nn.Module, dataset, batch_size: int) -> float:
     # quantized GraphModules have no nn.Parameters to infer a device from: pass it
-    return evaluate(model, ctx.dataset.test, ctx.preset.recipe.eval_batch_size, device=CPU)[1]
+    return evaluate(model, dataset.test, batch_size, device=CPU)[1]
 
 
 def metrics(run_model: nn.Module, baseline: nn.Module, ctx, *, saved_model: nn.Module | None = None,
-            params_nonzero: int | None = None, **extra) -> dict:
-    """The row keys of ``common.measured`` for a model that is not a plain float ``models.build`` network.
+            params_nonzero: int | None = None) -> dict:
+    """The shared row keys for a model that is not a plain float ``models.build`` network.
 
     ``run_model`` is evaluated and timed; ``saved_model`` (default: the same) is what torch.save stores.
     """
     preset = ctx.preset
     run_model = run_model.to(CPU).eval()
-    row = {
-        "test_acc": accuracy_on_test(run_model, ctx),
+    return {
+        "test_acc": accuracy_on_test(run_model, ctx.dataset, preset.recipe.eval_batch_size),
         "params_total": models.count_params(baseline),
         "params_nonzero": nonzero_params(run_model, baseline) if params_nonzero is None else params_nonzero,
         "macs": specs.count_macs(baseline.plan),
@@ -139,8 +147,6 @@ def metrics(run_model: nn.Module, baseline: nn.Module, ctx, *, saved_model: nn.M
         **cpu_latency(run_model, preset.measure),
         "widths": list(baseline.widths),
     }
-    row.update(extra)
-    return row
 
 
 # --- int8 ------------------------------------------------------------------------------------------------
@@ -156,7 +162,7 @@ def static_qconfig_mapping(observer: str):
     if observer not in OBSERVERS:
         raise ValueError(f"unknown observer {observer!r}: choose from {', '.join(OBSERVERS)}")
     activation = OBSERVERS[observer].with_args(dtype=torch.quint8, qscheme=torch.per_tensor_affine,
-                                               **ACTIVATION_RANGE)
+                                               **activation_range())
     qconfig = QConfig(activation=activation, weight=default_per_channel_weight_observer)
     return get_default_qconfig_mapping(BACKEND).set_global(qconfig)
 
@@ -173,49 +179,26 @@ def quantize_static(model: nn.Module, observer: str, batches) -> torch.fx.GraphM
     return convert_fx(prepared, backend_config=backend)
 
 
+def qat_qconfig_mapping():
+    """x86 QAT defaults (per-channel int8 weights, moving-average activation ranges) at ``activation_bits``."""
+    activation = FusedMovingAvgObsFakeQuantize.with_args(observer=MovingAverageMinMaxObserver, dtype=torch.quint8,
+                                                         qscheme=torch.per_tensor_affine, reduce_range=False,
+                                                         **activation_range())
+    qconfig = QConfig(activation=activation, weight=default_fused_per_channel_wt_fake_quant)
+    return get_default_qat_qconfig_mapping(BACKEND).set_global(qconfig)
+
+
 def prepare_qat(model: nn.Module) -> torch.fx.GraphModule:
-    """Fake-quantized copy for QAT: x86 defaults (per-channel int8 weights, 7-bit activations), BN kept
-    in training mode and folded on the fly (ConvBn modules), as convert_fx will fold it for good."""
+    """Fake-quantized copy for QAT, BN kept in training mode and folded on the fly (ConvBn modules), as
+    convert_fx will fold it for good."""
     use_x86_engine()
     model = copy.deepcopy(model).to(CPU).train()
-    return prepare_qat_fx(model, get_default_qat_qconfig_mapping(BACKEND), example_inputs(),
-                          backend_config=get_x86_backend_config())
+    return prepare_qat_fx(model, qat_qconfig_mapping(), example_inputs(), backend_config=get_x86_backend_config())
 
 
 def convert_qat(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
     use_x86_engine()
     return convert_fx(prepared.to(CPU).eval(), backend_config=get_x86_backend_config())
-
-
-def int8_dynamic(ctx, cell) -> dict:
-    baseline = load_baseline(ctx, cell).eval()
-    qmodel = quantize_dynamic_linear(baseline)
-    quantized = int8_layers(qmodel)
-    return metrics(qmodel, baseline, ctx, quantized_layers=len(quantized),
-                   quantized_params=sum(w.numel() for w in quantized.values()),
-                   quantizable_params=sum(m.weight.numel() for m in float_layers(baseline).values()),
-                   backend=BACKEND)
-
-
-def int8_static(ctx, cell) -> dict:
-    baseline = load_baseline(ctx, cell).eval()
-    observer, n_images = cell.settings["observer"], int(cell.settings["calibration_images"])
-    batches = calibration_batches(ctx.dataset.val, n_images, ctx.preset.recipe.eval_batch_size)
-    qmodel = quantize_static(baseline, observer, batches)
-    return metrics(qmodel, baseline, ctx, observer=observer, calibration_images=n_images,
-                   int8_modules=len(int8_layers(qmodel)), fp32_test_acc=accuracy_on_test(baseline, ctx),
-                   backend=BACKEND)
-
-
-def int8_qat(ctx, cell) -> dict:
-    baseline = load_baseline(ctx, cell)
-    prepared = prepare_qat(baseline)
-    # on CPU, where its int8 form runs: convert_fx packs the trained weights for the CPU engine
-    stats = finetune(prepared, ctx, cell, "int8_qat", device=CPU)
-    qmodel = convert_qat(prepared)
-    return metrics(qmodel, baseline, ctx, int8_modules=len(int8_layers(qmodel)),
-                   fp32_test_acc=accuracy_on_test(baseline.eval(), ctx), backend=BACKEND,
-                   finetune_history=stats["history"], finetune_time_s=stats["train_time_s"])
 
 
 # --- bf16 ------------------------------------------------------------------------------------------------
@@ -232,28 +215,22 @@ class Autocast(nn.Module):
             return self.model(x).float()
 
 
-def bf16(ctx, cell) -> dict:
-    baseline = load_baseline(ctx, cell).eval()
-    # autocast casts fp32 weights per call, so the stored artifact is the fp32 state_dict
-    return metrics(Autocast(baseline), baseline, ctx, saved_model=baseline,
-                   params_nonzero=models.count_nonzero(baseline), autocast_dtype="bfloat16")
-
-
 # --- fixed point (Qm.n), simulated -----------------------------------------------------------------------
 
-def fake_fixed_point(x: torch.Tensor, n: int, bits: int) -> torch.Tensor:
-    """``fixed_point_round`` on a tensor (multiplying by a power of two is exact in float)."""
-    return torch.clamp(torch.round(x * 2.0**n), -(2 ** (bits - 1)), 2 ** (bits - 1) - 1) * 2.0**-n
+def fake_fixed_point(x: torch.Tensor, fmt: QFormat) -> torch.Tensor:
+    """``shared.fixed_point.fixed_point_round`` on a tensor (multiplying by a power of two is exact in float)."""
+    lo, hi = fmt.code_range
+    return torch.clamp(torch.round(x * 2.0**fmt.n), lo, hi) * 2.0**-fmt.n
 
 
 class FixedPointInput:
-    """Forward pre-hook: the layer's input activation in Qm.n."""
+    """Forward pre-hook: the layer's input activation in its Qm.n format."""
 
-    def __init__(self, n: int, bits: int):
-        self.n, self.bits = n, bits
+    def __init__(self, fmt: QFormat):
+        self.fmt = fmt
 
     def __call__(self, module, args):
-        return (fake_fixed_point(args[0], self.n, self.bits), *args[1:])
+        return (fake_fixed_point(args[0], self.fmt), *args[1:])
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
@@ -269,12 +246,13 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def input_ranges(model: nn.Module, batches) -> dict[str, float]:
-    """Largest |input| of every conv/linear over the calibration batches."""
+def input_ranges(model: nn.Module, batches) -> dict[str, tuple[float, float]]:
+    """(min, max) of the input of every conv/linear over the calibration batches."""
     ranges, handles = {}, []
     for name, layer in float_layers(model).items():
         def record(module, args, name=name):
-            ranges[name] = max(ranges.get(name, 0.0), float(args[0].abs().max()))
+            lo, hi = ranges.get(name, (np.inf, -np.inf))
+            ranges[name] = (min(lo, float(args[0].min())), max(hi, float(args[0].max())))
         handles.append(layer.register_forward_pre_hook(record))
     try:
         for x in batches:
@@ -287,40 +265,20 @@ def input_ranges(model: nn.Module, batches) -> dict[str, float]:
 
 @torch.no_grad()
 def fixed_point_model(model: nn.Module, bits: int, batches) -> tuple[nn.Module, dict]:
-    """BN-folded copy whose conv/linear weights (per tensor) and inputs are Qm.n at ``bits``.
+    """BN-folded copy whose conv/linear weights (signed, per tensor) and inputs (per tensor, unsigned where
+    never negative) are Qm.n at ``bits``.
 
     Biases stay float: fixed-point accumulators are wider than the operands (as int32 biases are in int8).
-    Returns the model and the chosen formats {"weights": {layer: [m, n]}, "activations": {...}}.
+    Returns the model and the chosen formats {"weights": {layer: [m, n, signed]}, "activations": {...}}.
     """
     model = fold_batchnorm(copy.deepcopy(model).to(CPU).eval())
     ranges = input_ranges(model, batches)
     formats = {"weights": {}, "activations": {}}
     for name, layer in float_layers(model).items():
-        m, n = qmn_format(float(layer.weight.abs().max()), bits)
-        layer.weight.copy_(fake_fixed_point(layer.weight, n, bits))
-        formats["weights"][name] = [m, n]
-        m, n = qmn_format(ranges[name], bits)
-        layer.register_forward_pre_hook(FixedPointInput(n, bits))
-        formats["activations"][name] = [m, n]
+        fmt = qmn_format(float(layer.weight.abs().max()), bits)
+        layer.weight.copy_(fake_fixed_point(layer.weight, fmt))
+        formats["weights"][name] = fmt.as_list()
+        fmt = tensor_format(*ranges[name], bits)
+        layer.register_forward_pre_hook(FixedPointInput(fmt))
+        formats["activations"][name] = fmt.as_list()
     return model, formats
-
-
-def fixed_point(ctx, cell) -> dict:
-    baseline = load_baseline(ctx, cell).eval()
-    bits = int(cell.settings["bits"])
-    n_images = max(ctx.preset.protocol.calibration_sizes)
-    batches = calibration_batches(ctx.dataset.val, n_images, ctx.preset.recipe.eval_batch_size)
-    model, formats = fixed_point_model(baseline, bits, batches)
-    weights = sum(m.weight.numel() for m in float_layers(model).values())
-    return metrics(model, baseline, ctx, bits=bits, simulated=True, calibration_images=n_images,
-                   qmn_formats=formats, fixed_point_weight_bytes=math.ceil(weights * bits / 8),
-                   fp32_test_acc=accuracy_on_test(baseline, ctx))
-
-
-REGISTRY = {
-    "int8_dynamic": int8_dynamic,
-    "int8_static": int8_static,
-    "int8_qat": int8_qat,
-    "bf16": bf16,
-    "fixed_point": fixed_point,
-}

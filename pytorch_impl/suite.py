@@ -5,8 +5,10 @@ import torch
 
 from shared import provenance
 from shared.runner import run_suite
-from .techniques import FRAMEWORK, REGISTRY
+from .backend import TorchBackend
 from .train import pick_device
+
+FRAMEWORK = TorchBackend.name
 
 
 def environment(threads: int) -> dict:
@@ -16,5 +18,5 @@ def environment(threads: int) -> dict:
 
 
 def run(preset, out_dir, **kwargs) -> list[dict]:
-    return run_suite(FRAMEWORK, REGISTRY, preset, out_dir,
+    return run_suite(TorchBackend(), preset, out_dir,
                      environment=lambda: environment(preset.measure.threads), **kwargs)

@@ -5,6 +5,7 @@ a batch is cropped, flipped and normalised with a handful of tensor ops: no Data
 """
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -95,33 +96,37 @@ def evaluate(model, split: shared_data.Split, batch_size: int, device=None) -> t
 
 
 def train(model, dataset: shared_data.Dataset, recipe: Recipe, seed: int, label: str = "pytorch",
-          device=None, loss_fn=None, on_step=None) -> dict:
+          device=None, loss_fn=None, on_step=None, steps: int | None = None) -> dict:
     """Train in place with the shared recipe; return the history and throughput.
 
     ``loss_fn(logits, y, x)`` replaces the label-smoothed cross-entropy (knowledge distillation needs the
-    augmented batch ``x`` for its teacher); ``on_step(step, total_steps, model)`` runs after every
-    optimizer step (gradual pruning updates its masks there).
+    augmented batch ``x`` for its teacher); ``on_step(step, total_steps)`` runs after every optimizer step
+    (pruning holds and raises its masks there); ``steps`` stops after that many steps instead of after
+    ``recipe.epochs`` whole epochs (a share of a budget), the LR schedule spanning those steps.
     """
     device = device or pick_device()
     torch.manual_seed(seed)
     model.to(device).to(memory_format=torch.channels_last)
     n = len(dataset.train)
-    steps = steps_per_epoch(n, recipe.batch_size)
-    total = steps * recipe.epochs
-    orders = torch.from_numpy(epoch_orders(n, recipe.epochs, seed, recipe.batch_size)).to(device)
+    per_epoch = steps_per_epoch(n, recipe.batch_size)
+    total = per_epoch * recipe.epochs if steps is None else int(steps)
+    epochs = math.ceil(total / per_epoch)
+    orders = torch.from_numpy(epoch_orders(n, epochs, seed, recipe.batch_size)).to(device)
     gen = torch.Generator(device=device).manual_seed(seed)
     augment = BatchAugmenter(dataset.train.x, recipe.crop_padding, recipe.flip, device, gen)
     y_all = torch.from_numpy(dataset.train.y).to(device)
     opt = make_optimizer(model, recipe)
-    progress = EpochProgress(label, recipe.epochs, steps)
+    progress = EpochProgress(label, epochs, per_epoch)
     history, train_time = [], 0.0
-    for epoch in range(recipe.epochs):
+    for epoch in range(epochs):
         model.train()
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
-        for step in range(steps):
-            lr = float(lr_at(epoch * steps + step, total, recipe))
+        n_steps = min(per_epoch, total - epoch * per_epoch)
+        for step in range(n_steps):
+            global_step = epoch * per_epoch + step
+            lr = float(lr_at(global_step, total, recipe))
             for g in opt.param_groups:
                 g["lr"] = lr
             idx = orders[epoch, step * recipe.batch_size : (step + 1) * recipe.batch_size]
@@ -136,7 +141,7 @@ def train(model, dataset: shared_data.Dataset, recipe: Recipe, seed: int, label:
             loss.backward()
             opt.step()
             if on_step is not None:
-                on_step(epoch * steps + step, total, model)
+                on_step(global_step, total)
             # accumulate on device: a .item() per step would synchronise the GPU every step
             loss_sum += loss.detach()
             correct += (logits.argmax(1) == y).sum()
@@ -147,9 +152,9 @@ def train(model, dataset: shared_data.Dataset, recipe: Recipe, seed: int, label:
         train_time += epoch_time
         val_loss, val_acc = evaluate(model, dataset.val, recipe.eval_batch_size, device) if len(dataset.val) else (None, None)
         row = {
-            "epoch": epoch + 1, "lr": lr, "train_loss": loss_sum.item() / steps,
-            "train_acc": correct.item() / (steps * recipe.batch_size), "val_loss": val_loss, "val_acc": val_acc,
-            "epoch_time_s": epoch_time, "images_per_s": steps * recipe.batch_size / epoch_time,
+            "epoch": epoch + 1, "steps": n_steps, "lr": lr, "train_loss": loss_sum.item() / n_steps,
+            "train_acc": correct.item() / (n_steps * recipe.batch_size), "val_loss": val_loss, "val_acc": val_acc,
+            "epoch_time_s": epoch_time, "images_per_s": n_steps * recipe.batch_size / epoch_time,
         }
         history.append(row)
         progress.epoch_end(row)
@@ -159,3 +164,26 @@ def train(model, dataset: shared_data.Dataset, recipe: Recipe, seed: int, label:
         "train_images_per_s": total * recipe.batch_size / train_time,
         "device": str(device),
     }
+
+
+@torch.no_grad()
+def recalibrate_bn(model, x_uint8_nhwc: np.ndarray, batch_size: int, device=None) -> None:
+    """Re-estimate every BN's running statistics as the cumulative average over fixed batches (momentum
+    None), in training mode without gradients; the rest of the model is untouched."""
+    device = device or next(model.parameters()).device
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+    was_training = model.training
+    model.train()
+    mean, std = _norm_constants(device)
+    x_all = torch.from_numpy(x_uint8_nhwc).to(device)
+    try:
+        for i in range(0, len(x_all), batch_size):
+            model(to_model_input(x_all[i : i + batch_size], mean, std))
+    finally:
+        for bn, m in zip(bns, saved):
+            bn.momentum = m
+        model.train(was_training)

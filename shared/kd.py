@@ -3,13 +3,14 @@
 Loss, float64 numpy, over a batch of B examples with teacher distribution p_t = softmax(t / T) and student
 distribution q_s = softmax(s / T):
 
-    alpha * T^2 * mean_b KL(p_t || q_s) + (1 - alpha) * mean_b CE(s, y),   KL(p || q) = sum p (log p - log q)
+    alpha * T^2 * mean_b KL(p_t || q_s) + (1 - alpha) * mean_b CE_ls(s, y),   KL(p || q) = sum p (log p - log q)
 
 T^2 keeps the soft term's gradient, which scales as 1/T^2, comparable across temperatures (Hinton et al.,
-Sec. 2). The hard term is plain cross-entropy with the true labels, without the recipe's label smoothing:
-label smoothing and distillation interact badly, since smoothing erases the inter-class similarities in
-the logits that distillation transfers (Müller et al. 2019, "When does label smoothing help?"), so the
-distillation loss carries none.
+Sec. 2). The hard term is the recipe's own loss: cross-entropy against labels smoothed by the recipe's
+``label_smoothing`` (target (1 - e) onehot + e / K). The no-teacher control (``kd_control``) trains on the
+same function at alpha = 0, which is exactly the recipe's loss: the two students' objectives differ in
+the teacher's weight alone, not in a smoothing the other lacks. (Weighting the control's hard term by
+1 - alpha instead would shrink its gradient, hence its effective LR, tenfold at alpha = 0.9.)
 
 The student is the teacher's architecture at a fraction of its width (``protocol.student_width_factor``):
 same depth and layer layout, every layer narrower, so the comparison isolates capacity, not topology.
@@ -24,15 +25,26 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
-def kd_loss_reference(student_logits, teacher_logits, labels, temperature: float, alpha: float) -> float:
+def smoothed_cross_entropy(student_logits, labels, label_smoothing: float) -> float:
+    """Mean cross-entropy against (1 - e) onehot + e / K, torch's and Keras' label smoothing."""
     s = np.asarray(student_logits, dtype=np.float64)
-    t = np.asarray(teacher_logits, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
-    log_p_t = log_softmax(t / temperature)
-    log_q_s = log_softmax(s / temperature)
-    kl = (np.exp(log_p_t) * (log_p_t - log_q_s)).sum(axis=1).mean()
-    ce = -log_softmax(s)[np.arange(len(labels)), labels].mean()
-    return float(alpha * temperature**2 * kl + (1.0 - alpha) * ce)
+    logp = log_softmax(s)
+    nll = -logp[np.arange(len(labels)), labels]
+    return float(((1.0 - label_smoothing) * nll - label_smoothing * logp.mean(axis=1)).mean())
+
+
+def teacher_term_reference(student_logits, teacher_logits, temperature: float) -> float:
+    """T^2 * mean_b KL(p_t^T || q_s^T): the soft term, before its weight alpha."""
+    log_p_t = log_softmax(np.asarray(teacher_logits, dtype=np.float64) / temperature)
+    log_q_s = log_softmax(np.asarray(student_logits, dtype=np.float64) / temperature)
+    return float(temperature**2 * (np.exp(log_p_t) * (log_p_t - log_q_s)).sum(axis=1).mean())
+
+
+def kd_loss_reference(student_logits, teacher_logits, labels, temperature: float, alpha: float,
+                      label_smoothing: float = 0.0) -> float:
+    soft = teacher_term_reference(student_logits, teacher_logits, temperature)
+    return float(alpha * soft + (1.0 - alpha) * smoothed_cross_entropy(student_logits, labels, label_smoothing))
 
 
 def student_width(preset_width: float, protocol) -> float:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from .config import register
 from .measure import MeasureProtocol
-from .protocols import CompressionProtocol
+from .protocols import Budget, CompressionProtocol
 from .recipe import Recipe
 from .specs import ARCHS
 
@@ -36,7 +36,10 @@ PRESETS: dict[str, Preset] = {
         val_size=0,
         measure=MeasureProtocol(warmup=1, repeats=3, latency_batch_sizes=(1, 64)),
         protocol=CompressionProtocol(
-            finetune_epochs=1, sparsities=(0.5, 0.9), uniform_ratios=(0.25, 0.5), iterative_rounds=2,
+            # one epoch (8 steps of 64) for every fine-tune, so the tests see whole budgets in seconds
+            prune_budget=Budget(0.5, 0.2), filter_budget=Budget(0.5, 0.2), qat_budget=Budget(0.5, 0.02, "constant"),
+            sparsities=(0.5, 0.9), gradual_every=2, bn_recalibration_images=128,
+            uniform_ratios=(0.25, 0.5), iterative_rounds=2,
             sensitivity_ratios=(0.5, 0.9), search_steps=3, calibration_sizes=(32, 64), fixed_point_bits=(8, 4),
         ),
     ),
@@ -46,8 +49,13 @@ PRESETS: dict[str, Preset] = {
         data="cifar10",
         width=0.25,
         recipe=Recipe(epochs=4, batch_size=128, lr=0.1),
-        # one fine-tuning epoch over a 10k-image stratified subset: the same budget at every operating point
-        protocol=CompressionProtocol(finetune_images=10000),
+        # Fine-tunes over a fixed 10k-image stratified subset, so the quick study fits a CPU: two epochs
+        # (156 steps) for pruning with a mask update every 10 steps (12 updates over the ramp), one epoch
+        # at a constant 0.001 for QAT.
+        protocol=CompressionProtocol(
+            prune_budget=Budget(0.5, 0.1, images=10000), filter_budget=Budget(0.5, 0.1, images=10000),
+            qat_budget=Budget(0.25, 0.01, "constant", images=10000),
+        ),
     ),
     # Full widths, full data, a full schedule, 3 seeds: for a GPU.
     "paper": Preset(
@@ -56,6 +64,13 @@ PRESETS: dict[str, Preset] = {
         width=1.0,
         recipe=Recipe(epochs=160, batch_size=128, lr=0.1),
         seeds=(0, 1, 2),
+        # The papers' budgets: Li et al. retrain 40 epochs (1/4 of training) at a constant LR 0.001; Zhu &
+        # Gupta ramp sparsity over 3/4 of a 40-epoch fine-tune with a mask update every 100 steps; QAT
+        # fine-tunes 8 epochs at a constant 0.001.
+        protocol=CompressionProtocol(
+            prune_budget=Budget(0.25, 0.1), filter_budget=Budget(0.25, 0.01, "constant"),
+            qat_budget=Budget(0.05, 0.01, "constant"), gradual_every=100,
+        ),
     ),
 }
 

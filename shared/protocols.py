@@ -10,26 +10,62 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .config import register
-from .recipe import Recipe
+from .recipe import Recipe, steps_per_epoch
 
 # Li et al. 2017, Table 1: VGG-16-pruned-A removes 50% of the filters of conv1 and conv8-conv13.
 LI_PRUNED_A_RATIOS = (0.5, 0, 0, 0, 0, 0, 0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5)
 
 
+# LR shapes of a budget, as piecewise-linear multipliers of its peak LR (``Recipe.lr_knots``).
+SCHEDULES = {"linear": ((0.0, 1.0), (1.0, 0.0)), "constant": ((0.0, 1.0), (1.0, 1.0))}
+
+# Blalock et al. 2020 report pruning at compression ratios 2, 4, 8, 16, 32: sparsity 1 - 1/ratio.
+BLALOCK_SPARSITIES = (0.5, 0.75, 0.875, 0.9375, 0.96875)
+
+
+@register
+@dataclass(frozen=True)
+class Budget:
+    """A fine-tuning budget, stated relative to the baseline recipe so that every preset scales alike.
+
+    ``epochs_fraction`` of the baseline's epochs (rounded, at least one) over ``images`` (a fixed stratified
+    subset of the training split; None: all of it), peak LR ``lr_fraction`` x the baseline's, shaped by
+    ``schedule``: "linear" decays to zero, "constant" holds it (Li et al. 2017 retrain at a constant 0.001),
+    "baseline" is the baseline's own warm-up and decay (KD students get the teacher's whole schedule).
+    """
+
+    epochs_fraction: float
+    lr_fraction: float
+    schedule: str = "linear"
+    images: int | None = None
+
+    def __post_init__(self):
+        if self.schedule not in (*SCHEDULES, "baseline"):
+            raise ValueError(f"unknown budget schedule {self.schedule!r}: choose from "
+                             f"{', '.join((*SCHEDULES, 'baseline'))}")
+
+
 @register
 @dataclass(frozen=True)
 class CompressionProtocol:
-    # Fine-tuning: the same budget at every operating point (epochs over the training split, linear decay).
-    finetune_epochs: int = 1
-    finetune_lr: float = 0.01
-    finetune_images: int | None = None  # a fixed stratified subset of the training split (None: all of it)
+    # Fine-tuning budgets per technique family, the same at every operating point of a family.
+    # Unstructured pruning (one-shot and gradual) and the pipelines' fine-tunes.
+    prune_budget: Budget = Budget(0.25, 0.1)
+    # Structured pruning: one total budget; iterative rounds split it (equal-budget rule).
+    filter_budget: Budget = Budget(0.25, 0.1)
+    # Quantization-aware training: a short fine-tune at a low LR (Jacob et al. 2018).
+    qat_budget: Budget = Budget(0.05, 0.01, "constant")
     # Unstructured pruning (global L1, layer-wise L1, random, gradual), fraction of conv/linear weights.
-    sparsities: tuple[float, ...] = (0.5, 0.7, 0.9, 0.95)
+    sparsities: tuple[float, ...] = BLALOCK_SPARSITIES
     # Zhu & Gupta: s_t = s_f + (s_i - s_f) (1 - (t - t0) / (n dt))^3, pruning every ``gradual_every`` steps
     # over the first ``gradual_end`` fraction of the fine-tuning steps.
     gradual_initial_sparsity: float = 0.0
     gradual_end: float = 0.75
     gradual_every: int = 10
+    # BatchNorm statistics are re-estimated on this many training images (no augmentation, cumulative
+    # average) after a structural prune and after an unstructured prune's final mask: the pruned network's
+    # activations no longer match the statistics the baseline collected. 0 switches it off.
+    bn_recalibration_images: int = 2048
     # Structured (filter) pruning by L1 norm.
     uniform_ratios: tuple[float, ...] = (0.25, 0.5)
     # Per-stage ratios: one per VGG stage (5) / per ResNet-18 residual block (8).
@@ -51,10 +87,36 @@ class CompressionProtocol:
     student_width_factor: float = 0.5  # student = the same architecture at half the teacher's width
 
 
-def finetune_recipe(recipe: Recipe, protocol: CompressionProtocol) -> Recipe:
-    """The baseline recipe with the fine-tuning budget: fewer epochs, a low LR decaying linearly to zero."""
-    return replace(recipe, epochs=protocol.finetune_epochs, lr=protocol.finetune_lr,
-                   lr_knots=((0.0, 1.0), (1.0, 0.0)))
+def budget_recipe(recipe: Recipe, budget: Budget) -> Recipe:
+    """The baseline recipe with ``budget``'s epochs, peak LR and schedule (augmentation, batch, decay kept)."""
+    knots = recipe.lr_knots if budget.schedule == "baseline" else SCHEDULES[budget.schedule]
+    return replace(recipe, epochs=max(1, round(recipe.epochs * budget.epochs_fraction)),
+                   lr=recipe.lr * budget.lr_fraction, lr_knots=knots)
+
+
+def budget_steps(recipe: Recipe, budget: Budget, n_images: int) -> int:
+    """Optimizer steps of ``budget`` over ``n_images`` training images (drop-last batches)."""
+    resolved = budget_recipe(recipe, budget)
+    return steps_per_epoch(n_images, resolved.batch_size) * resolved.epochs
+
+
+def split_steps(total: int, parts: int) -> list[int]:
+    """``total`` steps split into ``parts`` near-equal shares that add up to exactly ``total``
+    (the equal-budget rule: iterative rounds share one budget instead of each getting a whole one)."""
+    if parts < 1 or total < parts:
+        raise ValueError(f"cannot split {total} fine-tuning steps into {parts} rounds of at least one step")
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+def budget_figures(recipe: Recipe, budget: Budget, n_images: int, steps: int | None = None) -> dict:
+    """What a row records of the fine-tuning it got: epochs, images, steps, LR and schedule."""
+    resolved = budget_recipe(recipe, budget)
+    total = budget_steps(recipe, budget, n_images) if steps is None else int(steps)
+    return {"epochs": total / steps_per_epoch(n_images, resolved.batch_size), "images": int(n_images),
+            "steps": total, "batch_size": resolved.batch_size, "peak_lr": resolved.lr,
+            "schedule": budget.schedule, "lr_knots": [list(k) for k in resolved.lr_knots],
+            "images_seen": total * resolved.batch_size}
 
 
 def zhu_gupta_sparsity(step: int, total_steps: int, final: float, protocol: CompressionProtocol) -> float:

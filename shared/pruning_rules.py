@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 
 from . import specs
-from .protocols import CompressionProtocol, zhu_gupta_sparsity
+from .protocols import CompressionProtocol
 
 # A ratio * n product like 0.29 * 100 is 28.999999999999996 in binary floating point; the slack keeps
 # floor() on the decimal value the protocol states without ever moving a genuinely fractional product.
@@ -40,39 +40,6 @@ def weight_sparsity(state: dict, arch: str) -> tuple[int, int]:
     """(zero weights, prunable weights): sparsity is their ratio, biases and BN excluded."""
     counts = layer_zeros(state, arch).values()
     return sum(z for z, _ in counts), sum(n for _, n in counts)
-
-
-def random_masks(state: dict, arch: str, sparsity: float, seed: int = 0) -> dict[str, np.ndarray]:
-    """Blalock et al.'s floor: round(s * n) weights of every prunable layer drawn at random (keep-masks).
-
-    Drawn here, from numpy's generator seeded by the cell, for both suites. Not from the framework's global
-    RNG: the baselines initialise their weights from that RNG seeded with the same cell seed, so a mask drawn
-    from it replays the initialisation's uniform draws, and pruning "the largest draws" removed mostly the
-    weights that started (and stayed) positive: PyTorch's random_unstructured left ~25% positive weights
-    per layer and a ResNet-18 that could not be fine-tuned above chance.
-    """
-    rng = np.random.default_rng(seed)
-    out = {}
-    for name in prunable_layer_names(arch):
-        w = np.asarray(state[f"{name}.weight"])
-        keep = np.ones(w.size, dtype=bool)
-        keep[rng.permutation(w.size)[:round(float(sparsity) * w.size)]] = False
-        out[name] = keep.reshape(w.shape)
-    return out
-
-
-def gradual_target(step: int, total_steps: int, final: float, protocol: CompressionProtocol) -> float | None:
-    """The sparsity Zhu & Gupta's schedule sets after fine-tuning ``step`` (0-based), or None: no mask update.
-
-    Masks are updated every ``gradual_every`` steps over the ramp and once more at its end, where the
-    target is exactly ``final``; the end is clamped to the last step so a short budget still reaches it.
-    """
-    ramp_end = min(max(1, int(total_steps * protocol.gradual_end)), total_steps - 1)
-    if step == ramp_end:
-        return float(final)
-    if step < ramp_end and step % protocol.gradual_every == 0:
-        return zhu_gupta_sparsity(step, total_steps, final, protocol)
-    return None
 
 
 def sensitivity_layers(arch: str) -> tuple[tuple[str, str], ...]:

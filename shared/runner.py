@@ -1,7 +1,7 @@
 """The cell loop both suites share: skip finished cells, run the rest, write one row each.
 
-A suite passes its technique registry (key -> function); the function trains/compresses/measures with the
-suite's own framework and returns the row's metrics. Nothing here imports a framework.
+A suite passes its backend (``shared.backend.Backend``); the shared drivers (``shared.drivers.REGISTRY``)
+train, compress and measure through it and return the row's metrics. Nothing here imports a framework.
 """
 from __future__ import annotations
 
@@ -15,14 +15,8 @@ from typing import Callable
 from . import config, data as data_mod
 from .presets import Preset
 from .results import cell_id, finished, write_row
-from .techniques import TECHNIQUES, operating_points
+from .techniques import CONTROLLED_SOURCE, TECHNIQUES, operating_points  # noqa: F401  (re-exported)
 
-# Controlled mode: a suite starts from this framework's trained baseline (imported through the neutral
-# state) instead of training its own, so its compression toolchain works on identical fp32 weights and
-# training differences drop out of the comparison. Its cells carry ``"controlled": true`` in their
-# settings (separate cell ids and rows; the report pairs them with the source framework's cells) and keep
-# their own checkpoints.
-CONTROLLED_SOURCE = "pytorch"
 
 
 @dataclass(frozen=True)
@@ -55,14 +49,6 @@ class RunContext:
             self._dataset = load_dataset(self.preset, self.data_dir)
         return self._dataset
 
-    @property
-    def finetune_dataset(self) -> data_mod.Dataset:
-        """The protocol's fine-tuning data: a fixed stratified subset of the training split, or all of it."""
-        n, ds = self.preset.protocol.finetune_images, self.dataset
-        if n is None:
-            return ds
-        return data_mod.Dataset(data_mod.stratified_subset(ds.train, n), ds.val, ds.test, ds.source)
-
     def checkpoint_path(self, framework: str, arch: str, seed: int, name: str = "baseline") -> Path:
         if self.controlled and framework != CONTROLLED_SOURCE:
             framework = f"{framework}-controlled"  # never overwrites the suite's independently trained run
@@ -78,14 +64,6 @@ def load_dataset(preset: Preset, data_dir=None) -> data_mod.Dataset:
     raise ValueError(f"preset {preset.name!r} has unknown data source {preset.data!r}")
 
 
-def check_registry(framework: str, registry: dict) -> None:
-    if set(registry) != set(TECHNIQUES):
-        raise RuntimeError(
-            f"{framework} registry keys {sorted(registry)} differ from shared.techniques.TECHNIQUES "
-            f"{sorted(TECHNIQUES)}"
-        )
-
-
 def plan_cells(framework: str, preset: Preset, techniques=TECHNIQUES, archs=None,
                controlled: bool = False) -> list[Cell]:
     archs = archs or preset.archs
@@ -95,11 +73,13 @@ def plan_cells(framework: str, preset: Preset, techniques=TECHNIQUES, archs=None
             for t in techniques for settings in operating_points(t, a, preset.protocol)]
 
 
-def run_suite(framework: str, registry: dict, preset: Preset, out_dir, *, data_dir=None, archs=None,
-              techniques=None, log=print, environment: Callable[[], dict] = dict,
-              command: str | None = None, controlled: bool = False) -> list[dict]:
-    """Run every unfinished cell; return the rows written by this call."""
-    check_registry(framework, registry)
+def run_suite(backend, preset: Preset, out_dir, *, data_dir=None, archs=None, techniques=None, log=print,
+              environment: Callable[[], dict] = dict, command: str | None = None,
+              controlled: bool = False) -> list[dict]:
+    """Run every unfinished cell of ``backend``'s framework; return the rows written by this call."""
+    from .drivers import REGISTRY
+
+    framework = backend.name
     if controlled and framework == CONTROLLED_SOURCE:
         raise ValueError(f"controlled mode starts the other suite from {CONTROLLED_SOURCE}'s baseline; the "
                          f"{CONTROLLED_SOURCE} suite is that source: run it without --controlled")
@@ -118,7 +98,7 @@ def run_suite(framework: str, registry: dict, preset: Preset, out_dir, *, data_d
             "config": config.to_jsonable(preset), "command": command or " ".join(sys.argv),
         }
         try:
-            row.update(registry[cell.technique](ctx, cell))
+            row.update(REGISTRY[cell.technique](backend, ctx, cell))
             row["status"], row["error"] = "ok", None
         except NotImplementedError as exc:  # a suite that lacks a technique yet: shown as missing, not failed
             row["status"], row["error"] = "not_implemented", str(exc)

@@ -7,10 +7,17 @@ from __future__ import annotations
 
 from .protocols import LI_PRUNED_A_RATIOS, CompressionProtocol
 
+# Controlled mode: a suite starts from this framework's trained baseline (imported through the neutral
+# state) instead of training its own, so its compression toolchain works on identical fp32 weights and
+# training differences drop out of the comparison. Its cells carry ``"controlled": true`` in their
+# settings (separate cell ids and rows; the report pairs them with the source framework's cells) and keep
+# their own checkpoints.
+CONTROLLED_SOURCE = "pytorch"
+
 TECHNIQUES = (
     "baseline",
     # unstructured pruning (Zhu & Gupta; Blalock et al.'s baselines)
-    "prune_global", "prune_gradual", "prune_layerwise", "prune_random",
+    "prune_global", "prune_gradual", "prune_gradual_layerwise", "prune_layerwise", "prune_random",
     # structured filter pruning (Li et al. 2017)
     "filter_uniform", "filter_stagewise", "filter_li_a", "filter_iterative",
     # sensitivity analysis and the sparsity search (validation split only)
@@ -30,6 +37,7 @@ def operating_points(technique: str, arch: str, protocol: CompressionProtocol) -
     points = {
         "prune_global": [{"sparsity": s} for s in p.sparsities],
         "prune_gradual": [{"sparsity": s} for s in p.sparsities],
+        "prune_gradual_layerwise": [{"sparsity": s} for s in p.sparsities],
         "prune_layerwise": [{"sparsity": s} for s in p.sparsities],
         "prune_random": [{"sparsity": s} for s in p.sparsities],
         "filter_uniform": [{"ratio": r} for r in p.uniform_ratios],

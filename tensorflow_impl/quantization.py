@@ -30,11 +30,10 @@ import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
 from shared import specs
-from shared.fixed_point import fixed_point_round, qmn_format  # noqa: F401  (re-exported for tests)
+from shared.fixed_point import QFormat, fixed_point_round, qmn_format, tensor_format
 from . import models, tflite
-from .common import finetune, load_baseline
 from .measure import artifact_sizes, cpu_latency
-from .train import evaluate, normalise
+from .train import evaluate
 
 OBSERVERS = ("minmax", "histogram")
 HISTOGRAM_NOTE = "TFLite calibrates min/max only; histogram not available"
@@ -44,16 +43,11 @@ FLOAT16_NOTE = ("TFLite has no bfloat16 CPU kernels: float16 TFLite instead (flo
 
 # --- shared pieces ---------------------------------------------------------------------------------------
 
-def calibration_batches(split, n_images: int, batch_size: int):
-    """The first ``n_images`` of ``split`` (the validation split: its order is a filename hash), normalised."""
-    if n_images > len(split):
-        raise ValueError(f"calibration needs {n_images} images, the split has {len(split)}")
-    for i in range(0, n_images, batch_size):
-        yield normalise(split.x[i : min(i + batch_size, n_images)]).numpy()
-
-
 def accuracy_on_test(model, ctx) -> float:
     return evaluate(model, ctx.dataset.test, ctx.preset.recipe.eval_batch_size)[1]
+
+
+ACTIVATION_BITS = 8  # TFLite's int8 scheme: int8 activations (asymmetric), int8 per-channel weights
 
 
 def int8_layers(content: bytes) -> list[tflite.WeightLayer]:
@@ -62,34 +56,23 @@ def int8_layers(content: bytes) -> list[tflite.WeightLayer]:
 
 # --- int8 on TFLite --------------------------------------------------------------------------------------
 
-def int8_dynamic(ctx, cell) -> dict:
-    baseline = load_baseline(ctx, cell)
-    content = tflite.convert(baseline, "dynamic")
-    tflite.save(content, ctx, cell)
-    layers, quantized = tflite.weight_layers(content), int8_layers(content)
-    return tflite.measure(content, baseline, ctx, quantized_layers=len(quantized),
-                          quantized_params=sum(layer.weights.size for layer in quantized),
-                          quantizable_params=sum(layer.weights.size for layer in layers),
-                          backend=tflite.BACKEND)
-
-
-def static_int8(model, ctx, cell) -> tuple[bytes, dict]:
-    """Full-integer TFLite of ``model`` calibrated as the cell says; the flatbuffer and the row's extras."""
-    observer, n_images = cell.settings["observer"], int(cell.settings["calibration_images"])
+def static_int8(model, observer: str, calibration) -> tuple[bytes, dict]:
+    """Full-integer TFLite of ``model`` calibrated on ``calibration``; the flatbuffer and the row's facts."""
     if observer not in OBSERVERS:
         raise ValueError(f"unknown observer {observer!r}: choose from {', '.join(OBSERVERS)}")
-    batches = calibration_batches(ctx.dataset.val, n_images, ctx.preset.recipe.eval_batch_size)
-    content = tflite.convert(model, "int8", representative=batches)
-    tflite.save(content, ctx, cell)
+    content = tflite.convert(model, "int8", representative=calibration)
     extra = {"observer_note": HISTOGRAM_NOTE} if observer == "histogram" else {}
-    return content, {"observer": observer, "calibration_images": n_images, **extra,
-                     "int8_modules": len(int8_layers(content)), "backend": tflite.BACKEND}
+    return content, {**extra, "int8_modules": len(int8_layers(content)), "backend": tflite.BACKEND,
+                     "activation_bits": ACTIVATION_BITS}
 
 
-def int8_static(ctx, cell) -> dict:
-    baseline = load_baseline(ctx, cell)
-    content, extra = static_int8(baseline, ctx, cell)
-    return tflite.measure(content, baseline, ctx, **extra, fp32_test_acc=accuracy_on_test(baseline, ctx))
+def dynamic_int8(model) -> tuple[bytes, dict]:
+    content = tflite.convert(model, "dynamic")
+    layers, quantized = tflite.weight_layers(content), int8_layers(content)
+    return content, {"quantized_layers": len(quantized),
+                     "quantized_params": sum(layer.weights.size for layer in quantized),
+                     "quantizable_params": sum(layer.weights.size for layer in layers),
+                     "backend": tflite.BACKEND, "activation_bits": None}
 
 
 def prepare_qat(model):
@@ -99,46 +82,41 @@ def prepare_qat(model):
     return qat
 
 
-def int8_qat(ctx, cell) -> dict:
-    baseline = load_baseline(ctx, cell)
-    qat = prepare_qat(baseline)
-    stats = finetune(qat, ctx, cell, "int8_qat")
+def convert_qat(qat) -> tuple[bytes, dict]:
     content = tflite.convert(qat, "int8")  # no representative data: the trained ranges are used
-    tflite.save(content, ctx, cell)
-    return tflite.measure(content, baseline, ctx, int8_modules=len(int8_layers(content)),
-                          fp32_test_acc=accuracy_on_test(baseline, ctx), backend=tflite.BACKEND,
-                          finetune_history=stats["history"], finetune_time_s=stats["train_time_s"])
+    return content, {"int8_modules": len(int8_layers(content)), "backend": tflite.BACKEND,
+                     "activation_bits": ACTIVATION_BITS}
 
 
 # --- float16 (the Keras row of "bf16") -------------------------------------------------------------------
 
-def bf16(ctx, cell) -> dict:
-    baseline = load_baseline(ctx, cell)
-    content = tflite.convert(baseline, "fp16")
-    tflite.save(content, ctx, cell)
-    return tflite.measure(content, baseline, ctx, autocast_dtype="float16 (TFLite)", note=FLOAT16_NOTE,
-                          backend=tflite.BACKEND)
+def float16(model) -> tuple[bytes, dict]:
+    return tflite.convert(model, "fp16"), {"autocast_dtype": "float16 (TFLite)", "note": FLOAT16_NOTE,
+                                           "backend": tflite.BACKEND}
 
 
 # --- fixed point (Qm.n), simulated -----------------------------------------------------------------------
 
-def fake_fixed_point(x, n: int, bits: int):
+def fake_fixed_point(x, fmt: QFormat):
     """``fixed_point_round`` on a tensor: tf.round also rounds ties to even; powers of two scale exactly."""
-    return tf.clip_by_value(tf.round(x * 2.0**n), -(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1) * 2.0**-n
+    lo, hi = fmt.code_range
+    return tf.clip_by_value(tf.round(x * 2.0**fmt.n), float(lo), float(hi)) * 2.0**-fmt.n
 
 
 class _FixedPointInput:
-    """Mixin: the layer's input activation in Qm.n (``input_n`` fractional bits, ``bits`` in all)."""
+    """Mixin: the layer's input activation in Qm.n (``input_n`` fractional bits, ``bits`` in all, signed
+    or not)."""
 
-    def __init__(self, *args, input_n: int = 0, bits: int = 8, **kwargs):
+    def __init__(self, *args, input_n: int = 0, bits: int = 8, input_signed: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
-        self.input_n, self.bits = int(input_n), int(bits)
+        self.input_n, self.bits, self.input_signed = int(input_n), int(bits), bool(input_signed)
 
     def call(self, inputs):
-        return super().call(fake_fixed_point(inputs, self.input_n, self.bits))
+        return super().call(fake_fixed_point(inputs, QFormat(self.bits, self.input_n, self.input_signed)))
 
     def get_config(self):  # clone_model and .keras saving (artifact_sizes) rebuild the layer from it
-        return {**super().get_config(), "input_n": self.input_n, "bits": self.bits}
+        return {**super().get_config(), "input_n": self.input_n, "bits": self.bits,
+                "input_signed": self.input_signed}
 
 
 @keras.saving.register_keras_serializable(package="tensorflow_impl")
@@ -173,10 +151,10 @@ def folded_weights(model) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def fold_batchnorm(model, formats: dict | None = None, bits: int = 8):
+def fold_batchnorm(model, formats: dict | None = None):
     """A copy without BN (fixed-point hardware has none): conv/dense carry the folded kernel and a bias,
-    each BN becomes a pass-through. With ``formats`` ({layer: n}) conv/dense become their fixed-point-input
-    versions; their kernels are set by the caller."""
+    each BN becomes a pass-through. With ``formats`` ({layer: QFormat of its input}) conv/dense become their
+    fixed-point-input versions; their kernels are set by the caller."""
     folded = folded_weights(model)
     bn_names = {bn for _, bn in weight_layer_names(model.plan) if bn}
 
@@ -189,7 +167,8 @@ def fold_batchnorm(model, formats: dict | None = None, bits: int = 8):
             if formats is None:
                 return layer.__class__.from_config(config)
             cls = FixedPointConv2D if isinstance(layer, keras.layers.Conv2D) else FixedPointDense
-            return cls.from_config({**config, "input_n": formats[layer.name], "bits": bits})
+            fmt = formats[layer.name]
+            return cls.from_config({**config, "input_n": fmt.n, "bits": fmt.bits, "input_signed": fmt.signed})
         return layer.__class__.from_config(config)
 
     copy = keras.models.clone_model(model, clone_function=clone)
@@ -199,33 +178,35 @@ def fold_batchnorm(model, formats: dict | None = None, bits: int = 8):
     return copy
 
 
-def input_ranges(model, batches) -> dict[str, float]:
-    """Largest |input| of every conv/dense of the spec over the calibration batches."""
+def input_ranges(model, batches) -> dict[str, tuple[float, float]]:
+    """(min, max) of the input of every conv/dense of the spec over the calibration batches."""
     names = [name for name, _ in weight_layer_names(model.plan)]
     probe = keras.Model(model.inputs, [model.get_layer(name).input for name in names])
-    ranges = dict.fromkeys(names, 0.0)
+    ranges = {name: (np.inf, -np.inf) for name in names}
     for x in batches:
         for name, value in zip(names, probe(x, training=False)):
-            ranges[name] = max(ranges[name], float(tf.reduce_max(tf.abs(value))))
+            lo, hi = ranges[name]
+            ranges[name] = (min(lo, float(tf.reduce_min(value))), max(hi, float(tf.reduce_max(value))))
     return ranges
 
 
 def fixed_point_model(model, bits: int, batches):
-    """BN-folded copy whose conv/dense weights (per tensor) and inputs are Qm.n at ``bits``.
+    """BN-folded copy whose conv/dense weights (signed, per tensor) and inputs (per tensor, unsigned where
+    never negative) are Qm.n at ``bits``.
 
     Biases stay float: fixed-point accumulators are wider than the operands (as int32 biases are in int8).
-    Returns the model and the chosen formats {"weights": {layer: [m, n]}, "activations": {...}}.
+    Returns the model and the chosen formats {"weights": {layer: [m, n, signed]}, "activations": {...}}.
     """
     ranges = input_ranges(fold_batchnorm(model), batches)  # calibrated on the folded float network
-    activations = {name: qmn_format(r, bits) for name, r in ranges.items()}
-    fixed = fold_batchnorm(model, {name: n for name, (_, n) in activations.items()}, bits)
-    formats = {"weights": {}, "activations": {name: [m, n] for name, (m, n) in activations.items()}}
+    activations = {name: tensor_format(lo, hi, bits) for name, (lo, hi) in ranges.items()}
+    fixed = fold_batchnorm(model, activations)
+    formats = {"weights": {}, "activations": {name: fmt.as_list() for name, fmt in activations.items()}}
     for name in ranges:
         layer = fixed.get_layer(name)
         kernel, bias = layer.get_weights()
-        m, n = qmn_format(float(np.abs(kernel).max()), bits)
-        layer.set_weights([fixed_point_round(kernel, n, bits).astype(np.float32), bias])
-        formats["weights"][name] = [m, n]
+        fmt = qmn_format(float(np.abs(kernel).max()), bits)
+        layer.set_weights([fixed_point_round(kernel, fmt).astype(np.float32), bias])
+        formats["weights"][name] = fmt.as_list()
     return fixed, formats
 
 
@@ -244,26 +225,3 @@ def keras_metrics(run_model, baseline, ctx, *, params_nonzero: int, **extra) -> 
     }
     row.update(extra)
     return row
-
-
-def fixed_point(ctx, cell) -> dict:
-    baseline = load_baseline(ctx, cell)
-    bits = int(cell.settings["bits"])
-    n_images = max(ctx.preset.protocol.calibration_sizes)
-    batches = calibration_batches(ctx.dataset.val, n_images, ctx.preset.recipe.eval_batch_size)
-    model, formats = fixed_point_model(baseline, bits, batches)
-    kernels = [model.get_layer(name).kernel.numpy() for name in formats["weights"]]
-    nonzero = sum(int(np.count_nonzero(k)) for k in kernels) + tflite.non_weight_nonzero(baseline)
-    return keras_metrics(model, baseline, ctx, params_nonzero=nonzero, bits=bits, simulated=True,
-                         calibration_images=n_images, qmn_formats=formats,
-                         fixed_point_weight_bytes=math.ceil(sum(k.size for k in kernels) * bits / 8),
-                         fp32_test_acc=accuracy_on_test(baseline, ctx))
-
-
-REGISTRY = {
-    "int8_dynamic": int8_dynamic,
-    "int8_static": int8_static,
-    "int8_qat": int8_qat,
-    "bf16": bf16,
-    "fixed_point": fixed_point,
-}

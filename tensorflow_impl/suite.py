@@ -5,7 +5,9 @@ import tensorflow as tf
 
 from shared import provenance
 from shared.runner import run_suite
-from .techniques import FRAMEWORK, REGISTRY
+from .backend import KerasBackend
+
+FRAMEWORK = KerasBackend.name
 
 
 def configure_threads(threads: int) -> None:
@@ -26,5 +28,5 @@ def environment(threads: int) -> dict:
 
 def run(preset, out_dir, **kwargs) -> list[dict]:
     configure_threads(preset.measure.threads)
-    return run_suite(FRAMEWORK, REGISTRY, preset, out_dir,
+    return run_suite(KerasBackend(preset.recipe.weight_decay), preset, out_dir,
                      environment=lambda: environment(preset.measure.threads), **kwargs)

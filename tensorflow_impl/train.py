@@ -5,6 +5,7 @@ gathered from the padded uint8 set held in memory and augmented as a whole batch
 """
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -88,43 +89,63 @@ class _History(keras.callbacks.Callback):
     def __init__(self, dataset, recipe, steps, total, progress):
         super().__init__()
         self.dataset, self.recipe, self.steps, self.total, self.progress = dataset, recipe, steps, total, progress
-        self.rows, self.train_time = [], 0.0
+        self.rows, self.train_time, self.done = [], 0.0, 0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.t0 = time.perf_counter()
+        self.t0, self.epoch_start = time.perf_counter(), self.done
 
     def on_train_batch_end(self, batch, logs=None):
+        self.done += 1
         if self.progress.live:
             self.progress.step(len(self.rows), batch, float(logs.get("ce", 0.0)) if logs else None)
 
     def on_epoch_end(self, epoch, logs=None):
         epoch_time = time.perf_counter() - self.t0  # validation below is not training time
         self.train_time += epoch_time
+        n_steps = self.done - self.epoch_start
         val = self.dataset.val
         val_loss, val_acc = evaluate(self.model, val, self.recipe.eval_batch_size) if len(val) else (None, None)
-        step = (epoch + 1) * self.steps - 1
         row = {
-            "epoch": epoch + 1, "lr": float(lr_at(step, self.total, self.recipe)),
+            "epoch": epoch + 1, "steps": n_steps, "lr": float(lr_at(self.done - 1, self.total, self.recipe)),
             # "ce", not "loss": Keras' loss includes the L2 regulariser, PyTorch's logged loss does not
             "train_loss": float(logs["ce"]), "train_acc": float(logs["acc"]),
             "val_loss": val_loss, "val_acc": val_acc, "epoch_time_s": epoch_time,
-            "images_per_s": self.steps * self.recipe.batch_size / epoch_time,
+            "images_per_s": n_steps * self.recipe.batch_size / epoch_time,
         }
         self.rows.append(row)
         self.progress.epoch_end(row)
 
 
+class _StepHook(keras.callbacks.Callback):
+    """``on_step(step, total)`` after every optimizer step; stops ``fit`` after ``total`` steps (a budget's
+    share that ends inside an epoch: Keras checks ``stop_training`` after every batch)."""
+
+    def __init__(self, on_step, total):
+        super().__init__()
+        self.on_step, self.total, self.step = on_step, total, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.on_step is not None:
+            self.on_step(self.step, self.total)
+        self.step += 1
+        if self.step >= self.total:
+            self.model.stop_training = True
+
+
 def train(model, dataset: shared_data.Dataset, recipe: Recipe, seed: int, label: str = "keras",
-          callbacks=()) -> dict:
+          callbacks=(), on_step=None, steps: int | None = None) -> dict:
     """Train in place with the shared recipe (model built with weight_decay=recipe.weight_decay).
 
-    ``callbacks`` run inside ``fit`` (tfmot's UpdatePruningStep, for instance).
+    ``callbacks`` run inside ``fit``; ``on_step(step, total_steps)`` after every optimizer step (pruning
+    holds and raises its masks there); ``steps`` stops after that many steps instead of after
+    ``recipe.epochs`` whole epochs, the LR schedule spanning those steps (as in the PyTorch suite).
     """
     keras.utils.set_random_seed(seed)
     n = len(dataset.train)
     num_classes = model.output_shape[-1]
-    steps = steps_per_epoch(n, recipe.batch_size)
-    total = steps * recipe.epochs
+    per_epoch = steps_per_epoch(n, recipe.batch_size)
+    total = per_epoch * recipe.epochs if steps is None else int(steps)
+    epochs = math.ceil(total / per_epoch)
     schedule = TabulatedSchedule(lr_at(np.arange(total), total, recipe))
     model.compile(
         optimizer=keras.optimizers.SGD(schedule, momentum=recipe.momentum, nesterov=recipe.nesterov),
@@ -134,12 +155,35 @@ def train(model, dataset: shared_data.Dataset, recipe: Recipe, seed: int, label:
             keras.metrics.CategoricalAccuracy(name="acc"),
         ],
     )
-    history = _History(dataset, recipe, steps, total, EpochProgress(label, recipe.epochs, steps))
-    pipeline = train_pipeline(dataset.train, recipe, seed, recipe.epochs, num_classes)
-    model.fit(pipeline, epochs=recipe.epochs, steps_per_epoch=steps, callbacks=[*callbacks, history], verbose=0)
+    history = _History(dataset, recipe, per_epoch, total, EpochProgress(label, epochs, per_epoch))
+    pipeline = train_pipeline(dataset.train, recipe, seed, epochs, num_classes)
+    # the step hook first: a mask it applies after a batch is in place before anything else looks
+    model.fit(pipeline, epochs=epochs, steps_per_epoch=per_epoch,
+              callbacks=[_StepHook(on_step, total), *callbacks, history], verbose=0)
     return {
         "history": history.rows,
         "train_time_s": history.train_time,
         "train_images_per_s": total * recipe.batch_size / history.train_time,
         "device": "gpu" if on_gpu() else "cpu",
     }
+
+
+def recalibrate_bn(model, x_uint8_nhwc: np.ndarray, batch_size: int) -> None:
+    """Every BN's moving statistics set to the plain average of its per-batch mean and unbiased variance
+    over fixed batches (PyTorch's momentum=None rule), the batches run in training mode as in PyTorch."""
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    probe = keras.Model(model.inputs, [bn.input for bn in bns])
+    sums = [None] * len(bns)
+    batches = 0
+    for i in range(0, len(x_uint8_nhwc), batch_size):
+        outs = probe(normalise(x_uint8_nhwc[i : i + batch_size]), training=True)
+        for j, x in enumerate(outs if isinstance(outs, (list, tuple)) else [outs]):
+            axes = list(range(len(x.shape) - 1))
+            count = int(np.prod([x.shape[a] for a in axes]))
+            mean, var = tf.nn.moments(x, axes)
+            stats = (mean.numpy(), var.numpy() * count / max(count - 1, 1))
+            sums[j] = stats if sums[j] is None else (sums[j][0] + stats[0], sums[j][1] + stats[1])
+        batches += 1
+    for bn, (mean_sum, var_sum) in zip(bns, sums):
+        bn.moving_mean.assign(mean_sum / batches)
+        bn.moving_variance.assign(var_sum / batches)

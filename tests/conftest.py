@@ -12,28 +12,40 @@ import torch._dynamo  # noqa: F401
 import pytest  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def pt_smoke_ctx(tmp_path_factory):
-    """A smoke-preset RunContext whose PyTorch baselines (both archs, seed 0) are trained and saved."""
-    from pytorch_impl import techniques
+def _smoke_ctx(backend, out_dir):
+    from shared.drivers.baseline import baseline
     from shared.presets import get_preset
     from shared.runner import Cell, RunContext
 
-    ctx = RunContext(preset=get_preset("smoke"), out_dir=tmp_path_factory.mktemp("pt_smoke"))
+    ctx = RunContext(preset=get_preset("smoke"), out_dir=out_dir)
     for arch in ctx.preset.archs:
-        techniques.baseline(ctx, Cell("pytorch", arch, "baseline", 0))
+        baseline(backend, ctx, Cell(backend.name, arch, "baseline", 0))
     return ctx
 
 
 @pytest.fixture(scope="session")
-def tf_smoke_ctx(tmp_path_factory):
-    """A smoke-preset RunContext whose Keras baselines (both archs, seed 0) are trained and saved."""
+def pt_backend():
+    from pytorch_impl.backend import TorchBackend
+
+    return TorchBackend()
+
+
+@pytest.fixture(scope="session")
+def tf_backend():
     import tensorflow_impl  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
     from shared.presets import get_preset
-    from shared.runner import Cell, RunContext
-    from tensorflow_impl import techniques
+    from tensorflow_impl.backend import KerasBackend
 
-    ctx = RunContext(preset=get_preset("smoke"), out_dir=tmp_path_factory.mktemp("tf_smoke"))
-    for arch in ctx.preset.archs:
-        techniques.baseline(ctx, Cell("keras", arch, "baseline", 0))
-    return ctx
+    return KerasBackend(get_preset("smoke").recipe.weight_decay)
+
+
+@pytest.fixture(scope="session")
+def pt_smoke_ctx(pt_backend, tmp_path_factory):
+    """A smoke-preset RunContext whose PyTorch baselines (both archs, seed 0) are trained and saved."""
+    return _smoke_ctx(pt_backend, tmp_path_factory.mktemp("pt_smoke"))
+
+
+@pytest.fixture(scope="session")
+def tf_smoke_ctx(tf_backend, tmp_path_factory):
+    """A smoke-preset RunContext whose Keras baselines (both archs, seed 0) are trained and saved."""
+    return _smoke_ctx(tf_backend, tmp_path_factory.mktemp("tf_smoke"))

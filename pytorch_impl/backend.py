@@ -1,0 +1,103 @@
+"""The PyTorch backend: the primitives the shared drivers call (``shared.backend.Backend``), and nothing else.
+
+Quantization runs ``torch.ao.quantization``'s FX path on the x86 engine (``quantization``), filter pruning
+Torch-Pruning (``structured``), training the shared recipe on in-memory batches (``train``).
+"""
+from __future__ import annotations
+
+import torch
+
+from shared.backend import Quantized
+from . import distill, models, quantization as Q, sparsity, structured, train as T
+from .measure import measure
+from .weights import export_state, import_state
+
+
+class TorchBackend:
+    name = "pytorch"
+
+    # networks and weights
+    def build(self, arch, *, width=None, widths=None, seed=None):
+        if seed is not None:
+            torch.manual_seed(seed)  # the initial weights are part of the seed, not of the RNG's history
+        return models.build(arch, width=1.0 if width is None else width, widths=widths)
+
+    def export_state(self, model):
+        return export_state(model)
+
+    def import_state(self, model, state):
+        return import_state(model, state)
+
+    # training and evaluation
+    def train(self, model, dataset, recipe, seed, *, label, steps=None, on_step=None, teacher=None,
+              temperature=None, alpha=None, device=None):
+        # a QAT model trains on the CPU, where its int8 form runs: convert_fx packs weights for the CPU engine
+        device = device or (Q.CPU if getattr(model, "qat_on_cpu", False) else T.pick_device())
+        loss_fn = None
+        if teacher is not None:
+            loss_fn = distill.distillation_loss(distill.frozen(teacher, device), temperature, alpha,
+                                                recipe.label_smoothing)
+        return T.train(model, dataset, recipe, seed, label=label, device=device, loss_fn=loss_fn,
+                       on_step=on_step, steps=steps)
+
+    def evaluate(self, model, split, batch_size):
+        return T.evaluate(model, split, batch_size)
+
+    def recalibrate_bn(self, model, x_uint8, batch_size):
+        T.recalibrate_bn(model, x_uint8, batch_size)
+
+    def measure(self, model, dataset, protocol, eval_batch_size):
+        return measure(model.to("cpu"), dataset, protocol, eval_batch_size)
+
+    # pruning
+    def masker(self, model):
+        return sparsity.Masker(model)
+
+    def sparse_sizes(self, model, gzip_level):
+        return sparsity.sparse_sizes(model, gzip_level)
+
+    def prune_filters(self, model, ratios_per_layer):
+        return structured.prune_filters(model, ratios_per_layer)
+
+    # quantization and reduced precision
+    def _facts(self, **extra):
+        return {"backend": Q.BACKEND, "runtime": "pytorch eager (cpu)", **extra}
+
+    def quantize_dynamic(self, model):
+        qmodel = Q.quantize_dynamic_linear(model.eval())
+        quantized = Q.int8_layers(qmodel)
+        return Quantized(qmodel, self._facts(
+            quantized_layers=len(quantized), quantized_params=sum(w.numel() for w in quantized.values()),
+            quantizable_params=sum(m.weight.numel() for m in Q.float_layers(model).values()),
+            activation_bits=None))
+
+    def quantize_static(self, model, observer, calibration):
+        qmodel = Q.quantize_static(model.eval(), observer, Q.as_inputs(calibration))
+        return Quantized(qmodel, self._facts(int8_modules=len(Q.int8_layers(qmodel)),
+                                             activation_bits=Q.activation_bits()))
+
+    def prepare_qat(self, model, calibration):
+        prepared = Q.prepare_qat(model)
+        prepared.qat_on_cpu = True
+        return prepared
+
+    def convert_qat(self, prepared):
+        qmodel = Q.convert_qat(prepared)
+        return Quantized(qmodel, self._facts(int8_modules=len(Q.int8_layers(qmodel)),
+                                             activation_bits=Q.activation_bits()))
+
+    def reduced_precision(self, model):
+        # autocast casts fp32 weights per call, so the stored artifact is the fp32 state_dict
+        return Quantized(Q.Autocast(model.eval()), self._facts(autocast_dtype="bfloat16", saved_model=model,
+                                                               params_nonzero=models.count_nonzero(model)))
+
+    def fixed_point(self, model, bits, calibration):
+        fixed, formats = Q.fixed_point_model(model.eval(), bits, Q.as_inputs(calibration))
+        weights = sum(m.weight.numel() for m in Q.float_layers(fixed).values())
+        return Quantized(fixed, {"qmn_formats": formats, "quantized_weights": weights})
+
+    def measure_quantized(self, quantized, reference, ctx, cell):
+        facts = dict(quantized.facts)
+        saved, nonzero = facts.pop("saved_model", None), facts.pop("params_nonzero", None)
+        row = Q.metrics(quantized.model, reference, ctx, saved_model=saved, params_nonzero=nonzero)
+        return {**row, **facts}

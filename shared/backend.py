@@ -1,0 +1,70 @@
+"""The small interface each suite implements with its own framework; every technique driver calls only this.
+
+The drivers (``shared.drivers``) hold the protocols: which weights to prune, which budget, which calibration
+images, what a row records. A backend holds primitives: build a network from a width spec, move weights
+through the neutral state, train with the shared recipe, hold masks, remove filters, quantize with its
+toolchain and measure. A difference between two rows can then only come from those primitives, that is,
+from the framework.
+
+Models are the framework's own objects and carry ``.arch``, ``.widths`` and ``.plan`` (``shared.specs``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Protocol
+
+import numpy as np
+
+
+@dataclass
+class Quantized:
+    """A model from a backend's quantizer or reduced-precision path, ready to be measured.
+
+    ``model`` is what runs (a converted framework module, a flatbuffer, a wrapped float model); ``facts``
+    are what the toolchain did (int8 layer count, runtime, activation bits, notes), copied into the row.
+    """
+
+    model: object
+    facts: dict = field(default_factory=dict)
+
+
+class Masker(Protocol):
+    """Holds unstructured keep-masks (neutral layout) on a model's prunable weights."""
+
+    def set(self, masks: dict[str, np.ndarray]) -> None: ...  # new masks, applied at once
+
+    def apply(self) -> None: ...  # zero the masked weights again (after every optimizer step)
+
+
+StepHook = Callable[[int, int], None]  # (0-based step, total steps), called after every optimizer step
+
+
+class Backend(Protocol):
+    name: str  # "pytorch" or "keras": the row's framework and the checkpoints' prefix
+
+    # networks and weights
+    def build(self, arch: str, *, width: float | None = None, widths=None, seed: int | None = None): ...
+    def export_state(self, model) -> dict[str, np.ndarray]: ...
+    def import_state(self, model, state: dict): ...
+
+    # training and evaluation (the shared recipe; ``steps`` overrides epochs x steps per epoch)
+    def train(self, model, dataset, recipe, seed: int, *, label: str, steps: int | None = None,
+              on_step: StepHook | None = None, teacher=None, temperature: float | None = None,
+              alpha: float | None = None) -> dict: ...
+    def evaluate(self, model, split, batch_size: int) -> tuple[float, float]: ...
+    def recalibrate_bn(self, model, x_uint8: np.ndarray, batch_size: int) -> None: ...
+    def measure(self, model, dataset, protocol, eval_batch_size: int) -> dict: ...
+
+    # pruning
+    def masker(self, model) -> Masker: ...
+    def sparse_sizes(self, model, gzip_level: int) -> dict[str, int]: ...
+    def prune_filters(self, model, ratios_per_layer) -> tuple[object, dict[str, list[int]]]: ...
+
+    # quantization and reduced precision (calibration: normalised NHWC float32 batches from the val split)
+    def quantize_dynamic(self, model) -> Quantized: ...
+    def quantize_static(self, model, observer: str, calibration: Iterable[np.ndarray]) -> Quantized: ...
+    def prepare_qat(self, model, calibration: Iterable[np.ndarray]): ...
+    def convert_qat(self, prepared) -> Quantized: ...
+    def reduced_precision(self, model) -> Quantized: ...
+    def fixed_point(self, model, bits: int, calibration: Iterable[np.ndarray]) -> Quantized: ...
+    def measure_quantized(self, quantized: Quantized, reference, ctx, cell) -> dict: ...

@@ -1,0 +1,69 @@
+"""Quantization drivers (Jacob et al. 2018) and reduced precision: the protocol once, each toolchain's
+quantizer behind the backend.
+
+Calibration is always the first N images of the validation split, normalised as in training
+(``common.calibration_batches``); QAT first calibrates its activation ranges on the same images, then
+fine-tunes with fake quantization on the QAT budget; every row records what its toolchain did.
+"""
+from __future__ import annotations
+
+import math
+
+from .common import accuracy, calibration_batches, finetune, finetune_extras, load_baseline
+
+
+def _calibration(ctx, n_images: int):
+    return calibration_batches(ctx.dataset.val, n_images, ctx.preset.recipe.eval_batch_size)
+
+
+def static_int8(backend, model, ctx, cell):
+    observer, n_images = cell.settings["observer"], int(cell.settings["calibration_images"])
+    quantized = backend.quantize_static(model, observer, _calibration(ctx, n_images))
+    quantized.facts.update(observer=observer, calibration_images=n_images)
+    return quantized
+
+
+def int8_dynamic(backend, ctx, cell) -> dict:
+    baseline = load_baseline(backend, ctx, cell)
+    return backend.measure_quantized(backend.quantize_dynamic(baseline), baseline, ctx, cell)
+
+
+def int8_static(backend, ctx, cell) -> dict:
+    baseline = load_baseline(backend, ctx, cell)
+    row = backend.measure_quantized(static_int8(backend, baseline, ctx, cell), baseline, ctx, cell)
+    return {**row, "fp32_test_acc": accuracy(backend, baseline, ctx, "test")}
+
+
+def int8_qat(backend, ctx, cell) -> dict:
+    baseline = load_baseline(backend, ctx, cell)
+    n_images = max(ctx.preset.protocol.calibration_sizes)
+    prepared = backend.prepare_qat(baseline, _calibration(ctx, n_images))
+    stats = finetune(backend, ctx, cell, prepared, ctx.preset.protocol.qat_budget, "int8_qat")
+    quantized = backend.convert_qat(prepared)
+    quantized.facts.update(calibration_images=n_images)
+    row = backend.measure_quantized(quantized, baseline, ctx, cell)
+    return {**row, "fp32_test_acc": accuracy(backend, baseline, ctx, "test"), **finetune_extras(stats)}
+
+
+def bf16(backend, ctx, cell) -> dict:
+    """The framework's reduced-precision float path on this CPU (bf16 autocast; float16 TFLite in Keras)."""
+    baseline = load_baseline(backend, ctx, cell)
+    return backend.measure_quantized(backend.reduced_precision(baseline), baseline, ctx, cell)
+
+
+def fixed_point(backend, ctx, cell) -> dict:
+    """Simulated power-of-two Qm.n (``shared.fixed_point``): BN folded, weights per tensor (signed), every
+    conv/linear input per tensor (unsigned where it is never negative), calibrated on the validation split."""
+    baseline = load_baseline(backend, ctx, cell)
+    bits = int(cell.settings["bits"])
+    n_images = max(ctx.preset.protocol.calibration_sizes)
+    quantized = backend.fixed_point(baseline, bits, _calibration(ctx, n_images))
+    weights = quantized.facts.pop("quantized_weights")
+    quantized.facts.update(bits=bits, simulated=True, calibration_images=n_images,
+                           fixed_point_weight_bytes=math.ceil(weights * bits / 8))
+    row = backend.measure_quantized(quantized, baseline, ctx, cell)
+    return {**row, "fp32_test_acc": accuracy(backend, baseline, ctx, "test")}
+
+
+REGISTRY = {"int8_dynamic": int8_dynamic, "int8_static": int8_static, "int8_qat": int8_qat, "bf16": bf16,
+            "fixed_point": fixed_point}

@@ -1,0 +1,97 @@
+"""The Keras backend: the primitives the shared drivers call (``shared.backend.Backend``), and nothing else.
+
+Training is ``fit`` on a tf.data pipeline (``train``); quantization and reduced precision go through the
+TFLite converter and run on LiteRT (``quantization``, ``tflite``), QAT through tfmot; filter pruning is the
+shared rule applied to the neutral state (``structured``; tfmot prunes weights, not filters).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import require_tf_keras
+
+keras = require_tf_keras()
+
+from shared.backend import Quantized  # noqa: E402
+from . import distill, models, quantization as Q, sparsity, structured, tflite, train as T  # noqa: E402
+from .measure import measure  # noqa: E402
+from .weights import export_state, import_state  # noqa: E402
+
+
+class KerasBackend:
+    name = "keras"
+
+    def __init__(self, weight_decay: float = 0.0):
+        # Keras carries weight decay in the model (an L2 regulariser per kernel, shared.conventions), so
+        # every network that may be trained is built with the recipe's.
+        self.weight_decay = weight_decay
+
+    # networks and weights
+    def build(self, arch, *, width=None, widths=None, seed=None):
+        if seed is not None:
+            keras.utils.set_random_seed(seed)  # the initial weights are part of the seed
+        return models.build(arch, width=1.0 if width is None else width, widths=widths,
+                            weight_decay=self.weight_decay)
+
+    def export_state(self, model):
+        return export_state(model)
+
+    def import_state(self, model, state):
+        return import_state(model, state)
+
+    # training and evaluation
+    def train(self, model, dataset, recipe, seed, *, label, steps=None, on_step=None, teacher=None,
+              temperature=None, alpha=None):
+        if teacher is not None:
+            teacher.trainable = False  # only ever called in inference mode
+            model = distill.Distiller(model, teacher, temperature, alpha, recipe.label_smoothing)
+        return T.train(model, dataset, recipe, seed, label=label, on_step=on_step, steps=steps)
+
+    def evaluate(self, model, split, batch_size):
+        return T.evaluate(model, split, batch_size)
+
+    def recalibrate_bn(self, model, x_uint8, batch_size):
+        T.recalibrate_bn(model, x_uint8, batch_size)
+
+    def measure(self, model, dataset, protocol, eval_batch_size):
+        return measure(model, dataset, protocol, eval_batch_size)
+
+    # pruning
+    def masker(self, model):
+        return sparsity.Masker(model)
+
+    def sparse_sizes(self, model, gzip_level):
+        return sparsity.sparse_sizes(model, gzip_level)
+
+    def prune_filters(self, model, ratios_per_layer):
+        return structured.prune_filters(model, ratios_per_layer, weight_decay=self.weight_decay)
+
+    # quantization and reduced precision: flatbuffers on LiteRT, except the simulated fixed point
+    def quantize_dynamic(self, model):
+        return Quantized(*Q.dynamic_int8(model))
+
+    def quantize_static(self, model, observer, calibration):
+        return Quantized(*Q.static_int8(model, observer, list(calibration)))
+
+    def prepare_qat(self, model, calibration):
+        return Q.prepare_qat(model)
+
+    def convert_qat(self, prepared):
+        return Quantized(*Q.convert_qat(prepared))
+
+    def reduced_precision(self, model):
+        return Quantized(*Q.float16(model))
+
+    def fixed_point(self, model, bits, calibration):
+        fixed, formats = Q.fixed_point_model(model, bits, list(calibration))
+        kernels = [fixed.get_layer(name).kernel.numpy() for name in formats["weights"]]
+        nonzero = sum(int(np.count_nonzero(k)) for k in kernels) + tflite.non_weight_nonzero(model)
+        return Quantized(fixed, {"qmn_formats": formats, "quantized_weights": sum(k.size for k in kernels),
+                                 "params_nonzero": nonzero})
+
+    def measure_quantized(self, quantized, reference, ctx, cell):
+        facts = dict(quantized.facts)
+        if isinstance(quantized.model, bytes):  # a flatbuffer: kept beside the run, measured on LiteRT
+            tflite.save(quantized.model, ctx, cell)
+            return tflite.measure(quantized.model, reference, ctx, **facts)
+        return Q.keras_metrics(quantized.model, reference, ctx, **facts)

@@ -69,7 +69,7 @@ def calibration(dataset) -> list[np.ndarray]:
     if dataset is None:
         rng = np.random.default_rng(0)
         return [rng.standard_normal((32, specs.INPUT_HW, specs.INPUT_HW, 3), np.float32) for _ in range(4)]
-    from tensorflow_impl.quantization import calibration_batches
+    from shared.drivers.common import calibration_batches
 
     return list(calibration_batches(dataset.val, CALIBRATION_IMAGES, 100))
 

@@ -22,11 +22,8 @@ class TorchBackend:
             torch.manual_seed(seed)  # the initial weights are part of the seed, not of the RNG's history
         return models.build(arch, width=1.0 if width is None else width, widths=widths)
 
-    def export_state(self, model):
-        return export_state(model)
-
-    def import_state(self, model, state):
-        return import_state(model, state)
+    export_state = staticmethod(export_state)
+    import_state = staticmethod(import_state)
 
     # training and evaluation
     def train(self, model, dataset, recipe, seed, *, label, steps=None, on_step=None, teacher=None,
@@ -40,21 +37,15 @@ class TorchBackend:
         return T.train(model, dataset, recipe, seed, label=label, device=device, loss_fn=loss_fn,
                        on_step=on_step, steps=steps)
 
-    def evaluate(self, model, split, batch_size):
-        return T.evaluate(model, split, batch_size)
-
-    def recalibrate_bn(self, model, x_uint8, batch_size):
-        T.recalibrate_bn(model, x_uint8, batch_size)
+    evaluate = staticmethod(T.evaluate)
+    recalibrate_bn = staticmethod(T.recalibrate_bn)
 
     def measure(self, model, dataset, protocol, eval_batch_size):
         return measure(model.to("cpu"), dataset, protocol, eval_batch_size)
 
     # pruning
-    def masker(self, model):
-        return sparsity.Masker(model)
-
-    def sparse_sizes(self, model, gzip_level):
-        return sparsity.sparse_sizes(model, gzip_level)
+    masker = staticmethod(sparsity.Masker)
+    sparse_sizes = staticmethod(sparsity.sparse_sizes)
 
     def prune_filters(self, model, ratios_per_layer):
         return structured.prune_filters(model, ratios_per_layer)

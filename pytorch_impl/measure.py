@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from shared import specs
-from shared.measure import MeasureProtocol, file_sizes, latency_stats
+from shared.measure import MeasureProtocol, file_sizes, latency_stats, model_row
 from . import models
 from .train import evaluate
 
@@ -45,12 +45,6 @@ def artifact_sizes(model: torch.nn.Module, protocol: MeasureProtocol) -> dict[st
 
 
 def measure(model: torch.nn.Module, dataset, protocol: MeasureProtocol, eval_batch_size: int = 500) -> dict:
-    _, test_acc = evaluate(model, dataset.test, eval_batch_size)
-    return {
-        "test_acc": test_acc,
-        "params_total": models.count_params(model),
-        "params_nonzero": models.count_nonzero(model),
-        "macs": specs.count_macs(model.plan),
-        **artifact_sizes(model, protocol),
-        **cpu_latency(model, protocol),
-    }
+    return model_row(test_acc=evaluate(model, dataset.test, eval_batch_size)[1], plan=model.plan,
+                     params_total=models.count_params(model), params_nonzero=models.count_nonzero(model),
+                     sizes=artifact_sizes(model, protocol), latency=cpu_latency(model, protocol))

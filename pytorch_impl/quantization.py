@@ -29,7 +29,6 @@ rows, the faster layout for the int8 convs (fbgemm computes in NHWC, see ``bench
 from __future__ import annotations
 
 import copy
-import math
 
 import numpy as np
 import torch
@@ -53,6 +52,7 @@ from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qa
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from shared import provenance, specs
+from shared.measure import model_row
 from shared.fixed_point import QFormat, tensor_format, qmn_format
 from . import models
 from .measure import artifact_sizes, cpu_latency
@@ -138,15 +138,11 @@ def metrics(run_model: nn.Module, baseline: nn.Module, ctx, *, saved_model: nn.M
     """
     preset = ctx.preset
     run_model = run_model.to(CPU).eval()
-    return {
-        "test_acc": accuracy_on_test(run_model, ctx.dataset, preset.recipe.eval_batch_size),
-        "params_total": models.count_params(baseline),
-        "params_nonzero": nonzero_params(run_model, baseline) if params_nonzero is None else params_nonzero,
-        "macs": specs.count_macs(baseline.plan),
-        **artifact_sizes(saved_model if saved_model is not None else run_model, preset.measure),
-        **cpu_latency(run_model, preset.measure),
-        "widths": list(baseline.widths),
-    }
+    nonzero = nonzero_params(run_model, baseline) if params_nonzero is None else params_nonzero
+    return model_row(test_acc=accuracy_on_test(run_model, ctx.dataset, preset.recipe.eval_batch_size),
+                     plan=baseline.plan, params_total=models.count_params(baseline), params_nonzero=nonzero,
+                     sizes=artifact_sizes(saved_model if saved_model is not None else run_model, preset.measure),
+                     latency=cpu_latency(run_model, preset.measure), widths=baseline.widths)
 
 
 # --- int8 ------------------------------------------------------------------------------------------------

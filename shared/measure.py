@@ -46,6 +46,18 @@ STAGE_KEYS = ("test_acc", "params_total", "params_nonzero", "macs", "size_bytes"
               "latency_b1_ms_median", "latency_b64_ms_median")
 
 
+def model_row(*, test_acc: float, params_total: int, params_nonzero: int, plan, sizes: dict, latency: dict,
+              widths=None) -> dict:
+    """The protocol's figures of one measured model, in the row's keys (every suite and runtime alike)."""
+    from .specs import count_macs
+
+    row = {"test_acc": test_acc, "params_total": params_total, "params_nonzero": params_nonzero,
+           "macs": count_macs(plan), **sizes, **latency}
+    if widths is not None:
+        row["widths"] = list(widths)
+    return row
+
+
 def stage_summary(name: str, row: dict) -> dict:
     return {"stage": name, **{k: row[k] for k in STAGE_KEYS}}
 

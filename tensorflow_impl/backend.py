@@ -33,11 +33,8 @@ class KerasBackend:
         return models.build(arch, width=1.0 if width is None else width, widths=widths,
                             weight_decay=self.weight_decay)
 
-    def export_state(self, model):
-        return export_state(model)
-
-    def import_state(self, model, state):
-        return import_state(model, state)
+    export_state = staticmethod(export_state)
+    import_state = staticmethod(import_state)
 
     # training and evaluation
     def train(self, model, dataset, recipe, seed, *, label, steps=None, on_step=None, teacher=None,
@@ -47,21 +44,14 @@ class KerasBackend:
             model = distill.Distiller(model, teacher, temperature, alpha, recipe.label_smoothing)
         return T.train(model, dataset, recipe, seed, label=label, on_step=on_step, steps=steps)
 
-    def evaluate(self, model, split, batch_size):
-        return T.evaluate(model, split, batch_size)
+    evaluate = staticmethod(T.evaluate)
+    recalibrate_bn = staticmethod(T.recalibrate_bn)
 
-    def recalibrate_bn(self, model, x_uint8, batch_size):
-        T.recalibrate_bn(model, x_uint8, batch_size)
-
-    def measure(self, model, dataset, protocol, eval_batch_size):
-        return measure(model, dataset, protocol, eval_batch_size)
+    measure = staticmethod(measure)
 
     # pruning
-    def masker(self, model):
-        return sparsity.Masker(model)
-
-    def sparse_sizes(self, model, gzip_level):
-        return sparsity.sparse_sizes(model, gzip_level)
+    masker = staticmethod(sparsity.Masker)
+    sparse_sizes = staticmethod(sparsity.sparse_sizes)
 
     def prune_filters(self, model, ratios_per_layer):
         return structured.prune_filters(model, ratios_per_layer, weight_decay=self.weight_decay)

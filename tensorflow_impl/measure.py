@@ -10,7 +10,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from shared import specs
-from shared.measure import MeasureProtocol, file_sizes, latency_stats
+from shared.measure import MeasureProtocol, file_sizes, latency_stats, model_row
 from . import models
 from .train import evaluate
 
@@ -50,12 +50,6 @@ def artifact_sizes(model, protocol: MeasureProtocol) -> dict[str, int]:
 
 
 def measure(model, dataset, protocol: MeasureProtocol, eval_batch_size: int = 500) -> dict:
-    _, test_acc = evaluate(model, dataset.test, eval_batch_size)
-    return {
-        "test_acc": test_acc,
-        "params_total": models.count_params(model),
-        "params_nonzero": models.count_nonzero(model),
-        "macs": specs.count_macs(model.plan),
-        **artifact_sizes(model, protocol),
-        **cpu_latency(model, protocol),
-    }
+    return model_row(test_acc=evaluate(model, dataset.test, eval_batch_size)[1], plan=model.plan,
+                     params_total=models.count_params(model), params_nonzero=models.count_nonzero(model),
+                     sizes=artifact_sizes(model, protocol), latency=cpu_latency(model, protocol))

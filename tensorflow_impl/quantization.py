@@ -22,7 +22,6 @@ Where the two toolchains differ, the row says so rather than pretending to be th
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import tensorflow as tf
@@ -30,6 +29,7 @@ import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
 from shared import specs
+from shared.measure import model_row
 from shared.fixed_point import QFormat, fixed_point_round, qmn_format, tensor_format
 from . import models, tflite
 from .measure import artifact_sizes, cpu_latency
@@ -211,17 +211,10 @@ def fixed_point_model(model, bits: int, batches):
 
 
 def keras_metrics(run_model, baseline, ctx, *, params_nonzero: int, **extra) -> dict:
-    """The row keys of ``common.measured`` for a Keras model that is not a plain ``models.build`` network:
-    counts from the baseline (same network), accuracy, size and latency from ``run_model``."""
+    """The shared row keys for a Keras model that is not a plain ``models.build`` network: counts from the
+    baseline (same network), accuracy, size and latency from ``run_model``."""
     preset = ctx.preset
-    row = {
-        "test_acc": accuracy_on_test(run_model, ctx),
-        "params_total": models.count_params(baseline),
-        "params_nonzero": params_nonzero,
-        "macs": specs.count_macs(baseline.plan),
-        **artifact_sizes(run_model, preset.measure),
-        **cpu_latency(run_model, preset.measure),
-        "widths": list(baseline.widths),
-    }
-    row.update(extra)
-    return row
+    row = model_row(test_acc=accuracy_on_test(run_model, ctx), plan=baseline.plan, widths=baseline.widths,
+                    params_total=models.count_params(baseline), params_nonzero=params_nonzero,
+                    sizes=artifact_sizes(run_model, preset.measure), latency=cpu_latency(run_model, preset.measure))
+    return {**row, **extra}

@@ -38,7 +38,7 @@ from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 
 from shared import specs
-from shared.measure import MeasureProtocol, file_sizes, latency_stats
+from shared.measure import MeasureProtocol, file_sizes, latency_stats, model_row
 from . import models
 from .train import normalise
 
@@ -269,17 +269,9 @@ def measure(content: bytes, baseline, ctx, **extra) -> dict:
     """The row of a converted model: accuracy and latency on LiteRT, counts from the baseline's spec, and
     the fp32 flatbuffer's latency of the same network as the speedup reference."""
     preset = ctx.preset
-    reference = fp32_reference_latency(baseline, preset.measure)
     lite = LiteModel(content, preset.measure.threads)
-    row = {
-        "test_acc": accuracy(lite, ctx.dataset.test, preset.recipe.eval_batch_size),
-        "params_total": models.count_params(baseline),
-        "params_nonzero": params_nonzero(content, baseline),
-        "macs": specs.count_macs(baseline.plan),
-        **artifact_sizes(content, preset.measure),
-        **cpu_latency(lite, preset.measure),
-        **reference,
-        "widths": list(baseline.widths),
-    }
-    row.update(extra)
-    return row
+    row = model_row(test_acc=accuracy(lite, ctx.dataset.test, preset.recipe.eval_batch_size), plan=baseline.plan,
+                    params_total=models.count_params(baseline), params_nonzero=params_nonzero(content, baseline),
+                    sizes=artifact_sizes(content, preset.measure), latency=cpu_latency(lite, preset.measure),
+                    widths=baseline.widths)
+    return {**row, **fp32_reference_latency(baseline, preset.measure), **extra}

@@ -7,7 +7,7 @@ weights after every optimizer step, so both suites prune the same weights and a 
 from __future__ import annotations
 
 from .. import masks as M, pruning_rules as rules
-from .common import accuracy, finetune, finetune_extras, load_baseline, measured, recalibrate_bn, total_steps
+from .common import accuracy, finetune, finetune_extras, load_baseline, measured, recalibrate_bn
 
 
 class GradualPruning:

@@ -14,7 +14,7 @@ FRAMEWORKS = ("pytorch", "keras")
 FRAMEWORK_NAMES = {"pytorch": "PyTorch", "keras": "Keras"}
 ARCH_NAMES = {"vgg16": "VGG-16", "resnet18": "ResNet-18"}
 POINT_KEYS = ["framework", "arch", "technique", "settings_key", "controlled"]
-PRUNE_UNSTRUCTURED = ("prune_global", "prune_gradual", "prune_layerwise", "prune_random")
+PRUNE_UNSTRUCTURED = ("prune_global", "prune_gradual", "prune_gradual_layerwise", "prune_layerwise", "prune_random")
 
 
 def is_controlled(row: dict) -> bool:

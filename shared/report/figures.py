@@ -266,7 +266,7 @@ class Spec:
 FIGURES = (
     Spec("accuracy_vs_sparsity", "Accuracy vs sparsity", "Test accuracy against the fraction of conv/linear weights "
          "removed: one-shot global L1, gradual (Zhu & Gupta), layer-wise L1 and random; mean ± sd over seeds; dashed: "
-         "baseline.", accuracy_vs_sparsity, "prune_global/prune_gradual/prune_layerwise/prune_random rows"),
+         "baseline.", accuracy_vs_sparsity, "prune_global/prune_gradual/prune_gradual_layerwise/prune_layerwise/prune_random rows"),
     Spec("sensitivity_curves", "Per-layer sensitivity", "Validation accuracy when one layer's filters alone are "
          "pruned by L1 norm, without fine-tuning (Li et al. Fig. 2).", sensitivity_curves, "sensitivity rows"),
     Spec("sensitivity_pruned_90", "Each layer pruned 90%", "Validation accuracy with each layer alone pruned at 90% "

@@ -69,13 +69,18 @@ class TorchBackend:
 
     def prepare_qat(self, model, calibration):
         prepared = Q.prepare_qat(model)
+        Q.calibrate_qat(prepared, Q.as_inputs(calibration))
         prepared.qat_on_cpu = True
+        prepared.plan = model.plan
         return prepared
+
+    def qat_activation_ranges(self, prepared):
+        return Q.qat_activation_ranges(prepared, prepared.plan)
 
     def convert_qat(self, prepared):
         qmodel = Q.convert_qat(prepared)
         return Quantized(qmodel, self._facts(int8_modules=len(Q.int8_layers(qmodel)),
-                                             activation_bits=Q.activation_bits()))
+                                             activation_bits=Q.activation_bits(), bn_folding=Q.QAT_BN_FOLDING))
 
     def reduced_precision(self, model):
         # autocast casts fp32 weights per call, so the stored artifact is the fp32 state_dict

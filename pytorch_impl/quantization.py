@@ -175,6 +175,11 @@ def quantize_static(model: nn.Module, observer: str, batches) -> torch.fx.GraphM
     return convert_fx(prepared, backend_config=backend)
 
 
+# What QAT does with BatchNorm in this toolchain, recorded in the QAT rows.
+QAT_BN_FOLDING = ("folded during training: FX's ConvBn(ReLU) modules fake-quantize the BN-folded weight "
+                  "(Jacob et al. 2018, batch statistics while training), converted with BN folded for good")
+
+
 def qat_qconfig_mapping():
     """x86 QAT defaults (per-channel int8 weights, moving-average activation ranges) at ``activation_bits``."""
     activation = FusedMovingAvgObsFakeQuantize.with_args(observer=MovingAverageMinMaxObserver, dtype=torch.quint8,
@@ -190,6 +195,53 @@ def prepare_qat(model: nn.Module) -> torch.fx.GraphModule:
     use_x86_engine()
     model = copy.deepcopy(model).to(CPU).train()
     return prepare_qat_fx(model, qat_qconfig_mapping(), example_inputs(), backend_config=get_x86_backend_config())
+
+
+@torch.no_grad()
+def calibrate_qat(prepared: torch.fx.GraphModule, batches) -> None:
+    """Initial activation ranges from the calibration images: one float forward (fake quantization off,
+    eval mode, so BN uses its running statistics) over all of them as one batch, whose min/max is each
+    moving-average observer's first observation; QAT then starts from these ranges, as the Keras suite does."""
+    x = torch.cat(list(batches))
+    prepared.eval()
+    prepared.apply(torch.ao.quantization.disable_fake_quant)
+    prepared.apply(torch.ao.quantization.enable_observer)
+    # An observer shared by two tensors (x86 shares adaptive_avg_pool2d's with its input) must keep the
+    # range of the first, as a per-tensor min/max would: no averaging while calibrating.
+    observers = [m.activation_post_process for m in prepared.modules()
+                 if isinstance(m, FusedMovingAvgObsFakeQuantize)]
+    constants = [obs.averaging_constant for obs in observers]
+    for obs in observers:
+        obs.averaging_constant = 0.0
+    try:
+        prepared(x)
+    finally:
+        for obs, c in zip(observers, constants):
+            obs.averaging_constant = c
+    prepared.apply(torch.ao.quantization.enable_fake_quant)
+    prepared.train()
+
+
+def qat_activation_ranges(prepared: torch.fx.GraphModule, plan) -> dict[str, tuple[float, float]]:
+    """(min, max) of the activation fake-quantizers at the shared calibration points: "input", every conv's
+    output (after its BN and ReLU, fused by FX), every residual block's output (after add + ReLU)."""
+    convs = {c.name for c in specs.convs_of(plan)}
+    blocks = iter(b.name for b in getattr(plan, "blocks", ()))
+    out = {}
+    for node in prepared.graph.nodes:
+        if node.op != "call_module" or "activation_post_process" not in str(node.target):
+            continue
+        src, name = node.args[0], None
+        if src.op == "placeholder":
+            name = "input"
+        elif src.op == "call_module" and src.target in convs:
+            name = src.target
+        elif src.op == "call_function" and src.target is torch.nn.functional.relu:
+            name = next(blocks, None)
+        if name is not None:
+            observer = prepared.get_submodule(node.target).activation_post_process
+            out[name] = (float(observer.min_val), float(observer.max_val))
+    return out
 
 
 def convert_qat(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:

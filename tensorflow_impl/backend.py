@@ -64,7 +64,9 @@ class KerasBackend:
         return Quantized(*Q.static_int8(model, observer, list(calibration)))
 
     def prepare_qat(self, model, calibration):
-        return Q.prepare_qat(model)
+        return Q.prepare_qat(model, list(calibration))
+
+    qat_activation_ranges = staticmethod(Q.qat_activation_ranges)
 
     def convert_qat(self, prepared):
         return Quantized(*Q.convert_qat(prepared))

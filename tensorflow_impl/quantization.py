@@ -75,17 +75,71 @@ def dynamic_int8(model) -> tuple[bytes, dict]:
                      "backend": tflite.BACKEND, "activation_bits": None}
 
 
-def prepare_qat(model):
-    """tfmot's default 8-bit QAT model (per-channel int8 weights, int8 activations, BN patterns handled)."""
+def prepare_qat(model, calibration=None):
+    """tfmot's default 8-bit QAT model (per-channel int8 weights, int8 activations, BN patterns handled),
+    its activation ranges initialised from ``calibration`` (``calibrate_qat``) when given."""
     qat = tfmot.quantization.keras.quantize_model(model)
     qat.arch, qat.widths, qat.plan = model.arch, model.widths, model.plan  # cloning drops them
+    if calibration is not None:
+        calibrate_qat(model, qat, calibration)
     return qat
+
+
+def _activation_quantizers(qat) -> dict[str, tuple]:
+    """{float layer name: (min variable, max variable)} of every activation quantizer; "" is the input's."""
+    out = {}
+    for layer in qat.layers:
+        names = {v.name.rsplit("/", 1)[-1].split(":")[0]: v for v in layer.weights}
+        if type(layer).__name__ == "QuantizeLayer":  # the model input; its variables carry the layer's name
+            out[""] = (names[f"{layer.name}_min"], names[f"{layer.name}_max"])
+        elif "output_min" in names:
+            out[layer.layer.name] = (names["output_min"], names["output_max"])
+    return out
+
+
+def calibrate_qat(model, qat, calibration) -> None:
+    """Initial activation ranges: min/max of every quantized tensor over all calibration images, computed on
+    the float model in inference mode (as the PyTorch suite's first observation), instead of tfmot's
+    initial +-6 that its 0.999 moving average would take thousands of steps to leave."""
+    batches = list(calibration)
+    quantizers = _activation_quantizers(qat)
+    names = [n for n in quantizers if n]
+    probe = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
+    lo = {n: np.inf for n in quantizers}
+    hi = {n: -np.inf for n in quantizers}
+    for x in batches:
+        lo[""], hi[""] = min(lo[""], float(np.min(x))), max(hi[""], float(np.max(x)))
+        for n, value in zip(names, probe(x, training=False)):
+            lo[n], hi[n] = min(lo[n], float(tf.reduce_min(value))), max(hi[n], float(tf.reduce_max(value)))
+    for n, (vmin, vmax) in quantizers.items():
+        vmin.assign(lo[n])
+        vmax.assign(hi[n])
+
+
+def qat_activation_ranges(qat) -> dict[str, tuple[float, float]]:
+    """(min, max) of the activation quantizers at the shared calibration points: "input", every conv's
+    output (after its BN, and its ReLU where there is one), every residual block's output."""
+    convs = {c.name for c in specs.convs_of(qat.plan)}
+    conv_of_bn = {c.bn_name: c.name for c in specs.convs_of(qat.plan)}
+    blocks = {b.name for b in getattr(qat.plan, "blocks", ())}
+    out = {}
+    for name, (vmin, vmax) in _activation_quantizers(qat).items():
+        base = name[: -len("_relu")] if name.endswith("_relu") else None
+        point = ("input" if name == "" else base if base in convs or base in blocks else conv_of_bn.get(name))
+        if point is not None:
+            out[point] = (float(vmin.numpy()), float(vmax.numpy()))
+    return out
+
+
+# What QAT does with BatchNorm in this toolchain, recorded in the QAT rows.
+QAT_BN_FOLDING = ("not folded during training: tfmot fake-quantizes the conv kernel and quantizes after BN "
+                  "(and ReLU); the TFLite converter folds BN into the int8 kernels at conversion")
 
 
 def convert_qat(qat) -> tuple[bytes, dict]:
     content = tflite.convert(qat, "int8")  # no representative data: the trained ranges are used
     return content, {"int8_modules": len(int8_layers(content)), "backend": tflite.BACKEND,
-                     "activation_bits": ACTIVATION_BITS}
+                     "activation_bits": ACTIVATION_BITS, "bn_folding": QAT_BN_FOLDING}
 
 
 # --- float16 (the Keras row of "bf16") -------------------------------------------------------------------

@@ -14,7 +14,7 @@ PACKAGES = (
     "ai-edge-litert", "numpy", "pandas", "seaborn", "safetensors",
 )
 # CPU features that decide which int8/bf16 kernels exist (oneDNN/fbgemm/XNNPACK dispatch on these).
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -1,48 +1,162 @@
-"""One technique registry: the keys live in shared/, and both suites register exactly those keys."""
+"""One technique registry: the keys live in shared/, the drivers once in shared/drivers, and every key runs
+in smoke for both suites through ``run_suite``, every fine-tuned row recording the budget it got.
+
+Each suite's whole smoke run is done once (module-scoped fixtures; the Keras one takes minutes) and every
+assertion about the rows is read off those two runs.
+"""
+import json
+
 import pytest
 
-import tensorflow_impl  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-from pytorch_impl import techniques as pt_techniques
 from shared import results
+from shared.drivers import REGISTRY
+from shared.drivers.distill import STUDENT_BUDGET
 from shared.presets import get_preset
-from shared.protocols import CompressionProtocol
+from shared.protocols import CompressionProtocol, budget_figures
 from shared.runner import run_suite
 from shared.techniques import TECHNIQUES, operating_points
-from tensorflow_impl import techniques as tf_techniques
+
+PRESET = get_preset("smoke")
+FRAMEWORKS = ("pytorch", "keras")
+BUDGET_KEYS = {"epochs", "images", "steps", "peak_lr", "schedule"}
+# every technique that fine-tunes (or trains a student), and the budget of the protocol it must record
+_P = PRESET.protocol
+FINETUNED = {
+    **{t: _P.prune_budget for t in ("prune_global", "prune_gradual", "prune_gradual_layerwise", "prune_layerwise",
+                                    "prune_random")},
+    **{t: _P.filter_budget for t in ("filter_uniform", "filter_stagewise", "filter_li_a", "filter_iterative")},
+    "int8_qat": _P.qat_budget, "kd": STUDENT_BUDGET, "kd_control": STUDENT_BUDGET,
+    "pipeline_kd_filter_int8": _P.filter_budget, "pipeline_prune_int8": _P.prune_budget,
+}
 
 
-def test_both_suites_register_exactly_the_shared_keys():
-    assert tuple(pt_techniques.REGISTRY) == TECHNIQUES
-    assert tuple(tf_techniques.REGISTRY) == TECHNIQUES
+def test_the_driver_registry_is_the_shared_keys_in_order():
+    assert tuple(REGISTRY) == TECHNIQUES
+    assert len(set(TECHNIQUES)) == len(TECHNIQUES) == 21
+    assert all(callable(driver) for driver in REGISTRY.values())
+    assert set(FINETUNED) < set(TECHNIQUES)
 
 
 def test_operating_points_come_from_the_protocol():
     p = CompressionProtocol(sparsities=(0.5, 0.9), calibration_sizes=(8, 16), observers=("minmax",))
     assert operating_points("prune_global", "vgg16", p) == [{"sparsity": 0.5}, {"sparsity": 0.9}]
+    assert operating_points("prune_gradual_layerwise", "resnet18", p) == [{"sparsity": 0.5}, {"sparsity": 0.9}]
     assert operating_points("int8_static", "resnet18", p) == [
         {"observer": "minmax", "calibration_images": 8}, {"observer": "minmax", "calibration_images": 16}]
     assert operating_points("filter_li_a", "resnet18", p) == []  # Li et al.'s pruned-A is a VGG-16 config
     assert operating_points("baseline", "vgg16", p) == [{}]
+    assert CompressionProtocol().sparsities == (0.5, 0.75, 0.875, 0.9375, 0.96875)  # Blalock et al.'s
     with pytest.raises(ValueError, match="unknown technique 'prune_magic'"):
         operating_points("prune_magic", "vgg16", p)
 
 
-def _every_key_runs_in_smoke(framework: str, registry: dict, out_dir) -> None:
-    preset = get_preset("smoke")
-    rows = run_suite(framework, registry, preset, out_dir, log=lambda msg: None)
+def _smoke_run(backend, out_dir):
+    rows = run_suite(backend, PRESET, out_dir, log=lambda msg: None)
+    return {"rows": rows, "out_dir": out_dir}
+
+
+@pytest.fixture(scope="module")
+def pytorch_run(pt_backend, tmp_path_factory):
+    return _smoke_run(pt_backend, tmp_path_factory.mktemp("registry_pytorch"))
+
+
+@pytest.fixture(scope="module")
+def keras_run(tf_backend, tmp_path_factory):
+    return _smoke_run(tf_backend, tmp_path_factory.mktemp("registry_keras"))
+
+
+@pytest.fixture(params=FRAMEWORKS)
+def run(request):
+    """One suite's whole smoke run (computed once per module)."""
+    return request.getfixturevalue(f"{request.param}_run")
+
+
+def _key(row):
+    return row["arch"], row["technique"], json.dumps(row["settings"], sort_keys=True)
+
+
+def test_every_registry_key_runs_in_smoke_without_a_failed_cell(run):
+    rows, out_dir = run["rows"], run["out_dir"]
     failed = {r["cell_id"]: r["error"] for r in rows if r["status"] != "ok"}
     assert failed == {}
-    ran = {(r["arch"], r["technique"]) for r in rows}
-    for arch in preset.archs:
-        for t in TECHNIQUES:
-            if operating_points(t, arch, preset.protocol):
-                assert (arch, t) in ran
-    assert len(results.read_rows(out_dir)) == len(rows)
+    want = sorted((a, t, json.dumps(s, sort_keys=True)) for a in PRESET.archs for t in TECHNIQUES
+                  for s in operating_points(t, a, PRESET.protocol))
+    assert sorted(_key(r) for r in rows) == want  # each cell exactly once
+    assert {t for _, t, _ in want} == set(TECHNIQUES)  # every key has at least one cell on some arch
+    on_disk = results.read_rows(out_dir)
+    assert len(on_disk) == len(rows) == len({r["cell_id"] for r in rows})
+    assert {r["cell_id"] for r in on_disk} == {r["cell_id"] for r in rows}
 
 
-def test_every_pytorch_registry_key_runs_in_smoke(tmp_path):
-    _every_key_runs_in_smoke("pytorch", pt_techniques.REGISTRY, tmp_path)
+def test_every_finetuned_row_records_its_budget(run):
+    n_train = PRESET.synthetic_sizes[0]
+    recipe = PRESET.recipe
+    checked = set()
+    for row in run["rows"]:
+        if row["technique"] not in FINETUNED:
+            assert "budget" not in row, row["cell_id"]  # nothing fine-tuned, nothing to record
+            continue
+        budget = row["budget"]
+        assert BUDGET_KEYS <= budget.keys(), row["cell_id"]
+        want = budget_figures(recipe, FINETUNED[row["technique"]], n_train)
+        assert {k: budget[k] for k in want} == want, row["cell_id"]
+        history = row.get("finetune_history", row.get("history"))
+        if history is not None:  # pipeline_prune_int8 keeps its budget, its stages are the pipeline's
+            assert sum(h["steps"] for h in history) == budget["steps"], row["cell_id"]
+        checked.add(row["technique"])
+    assert checked == set(FINETUNED)
+    # the smoke preset's promise: every fine-tune is one epoch of 8 steps of 64 over the 512 images
+    for row in run["rows"]:
+        if row["technique"] in FINETUNED and row["technique"] not in ("kd", "kd_control"):
+            assert (row["budget"]["epochs"], row["budget"]["steps"], row["budget"]["images"]) == (1.0, 8, 512)
+        elif row["technique"] in ("kd", "kd_control"):  # the teacher's whole recipe
+            assert (row["budget"]["epochs"], row["budget"]["steps"], row["budget"]["schedule"]) == (
+                recipe.epochs, 16, "baseline")
+            assert row["budget"]["peak_lr"] == recipe.lr
 
 
-def test_every_keras_registry_key_runs_in_smoke(tmp_path):
-    _every_key_runs_in_smoke("keras", tf_techniques.REGISTRY, tmp_path)
+def test_structured_techniques_get_one_budget_iterative_rounds_included(run):
+    rows = {(r["arch"], r["technique"]): r for r in run["rows"] if r["technique"] in ("filter_uniform",
+                                                                                       "filter_iterative")}
+    for arch in PRESET.archs:
+        iterative = rows[(arch, "filter_iterative")]
+        assert iterative["budget"]["steps"] == rows[(arch, "filter_uniform")]["budget"]["steps"] == 8
+        assert sum(iterative["budget"]["round_steps"]) == iterative["budget"]["steps"]
+        assert len(iterative["budget"]["round_steps"]) == PRESET.protocol.iterative_rounds
+
+
+def test_kd_and_its_control_record_the_recipes_label_smoothing(run):
+    rows = [r for r in run["rows"] if r["technique"] in ("kd", "kd_control")]
+    assert len(rows) == 2 * len(PRESET.archs)
+    for row in rows:
+        assert row["label_smoothing"] == PRESET.recipe.label_smoothing == 0.1
+    assert {r["alpha"] for r in rows if r["technique"] == "kd_control"} == {0.0}
+    assert {r["alpha"] for r in rows if r["technique"] == "kd"} == {PRESET.protocol.kd_alpha}
+
+
+def test_int8_rows_carry_their_activation_bits(run):
+    if run["rows"][0]["framework"] == "pytorch":
+        from pytorch_impl.quantization import activation_bits
+
+        static_bits = activation_bits()  # 8 on a VNNI CPU, else the x86 default's 7
+    else:
+        static_bits = 8  # TFLite's int8 activations
+    int8 = ("int8_static", "int8_qat", "pipeline_kd_filter_int8", "pipeline_prune_int8")
+    seen = set()
+    for row in run["rows"]:
+        if row["technique"] in int8:
+            assert row["activation_bits"] == static_bits, row["cell_id"]
+        elif row["technique"] == "int8_dynamic":
+            assert "activation_bits" in row and row["activation_bits"] is None, row["cell_id"]
+        else:
+            continue
+        seen.add(row["technique"])
+    assert seen == {*int8, "int8_dynamic"}
+
+
+def test_both_suites_record_the_same_budgets(pytorch_run, keras_run):
+    torch_rows = {_key(r): r for r in pytorch_run["rows"]}
+    keras_rows = {_key(r): r for r in keras_run["rows"]}
+    assert torch_rows.keys() == keras_rows.keys()
+    for key, row in torch_rows.items():
+        assert row.get("budget") == keras_rows[key].get("budget"), key

@@ -1,4 +1,7 @@
-"""Runs write one atomic row per cell, skip finished cells, and resume after a crash or a kill."""
+"""Runs write one atomic row per cell, skip finished cells, and resume after a crash or a kill.
+
+``run_suite(backend, ...)`` calls the one driver registry (``shared.drivers.REGISTRY``) with the suite's
+backend; the fakes here replace its drivers and pass a backend that only has a name."""
 import json
 import os
 import signal
@@ -9,67 +12,116 @@ from pathlib import Path
 
 import pytest
 
-from shared import results
+from shared import drivers, results
 from shared.presets import get_preset
-from shared.runner import Cell, check_registry, plan_cells, run_suite
+from shared.runner import Cell, plan_cells, run_suite
 from shared.techniques import TECHNIQUES
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def fake_registry(calls, crash_on=None):
-    def baseline(ctx, cell):
+class FakeBackend:
+    name = "fake"
+
+
+FAKE = FakeBackend()
+
+
+@pytest.fixture
+def use_drivers(monkeypatch):
+    """Replace every driver of the shared registry for one test (restored afterwards)."""
+
+    def install(driver):
+        for t in TECHNIQUES:
+            monkeypatch.setitem(drivers.REGISTRY, t, driver)
+
+    return install
+
+
+def fake_driver(calls, crash_on=None):
+    def baseline(backend, ctx, cell):
+        assert backend is FAKE and ctx.out_dir and cell.framework == "fake"
         if cell.arch == crash_on:
             raise KeyboardInterrupt  # a kill, not an error: nothing may be recorded for this cell
         calls.append(cell.arch)
         return {"test_acc": 0.5}
 
-    return {t: baseline for t in TECHNIQUES}
+    return baseline
 
 
 ONLY_BASELINE = {"techniques": ("baseline",)}
 
 
-def test_interrupted_run_resumes_without_redoing_or_duplicating(tmp_path):
+def test_interrupted_run_resumes_without_redoing_or_duplicating(tmp_path, use_drivers):
     preset = get_preset("smoke")
     calls = []
+    use_drivers(fake_driver(calls, crash_on="resnet18"))
     with pytest.raises(KeyboardInterrupt):
-        run_suite("fake", fake_registry(calls, crash_on="resnet18"), preset, tmp_path, **ONLY_BASELINE)
+        run_suite(FAKE, preset, tmp_path, **ONLY_BASELINE)
     assert calls == ["vgg16"]
     first = results.row_path(tmp_path, plan_cells("fake", preset)[0].id)
     stamp = first.stat().st_mtime_ns
-    rows = run_suite("fake", fake_registry(calls), preset, tmp_path, **ONLY_BASELINE)
+    use_drivers(fake_driver(calls))
+    rows = run_suite(FAKE, preset, tmp_path, **ONLY_BASELINE)
     assert calls == ["vgg16", "resnet18"] and [r["arch"] for r in rows] == ["resnet18"]
     assert first.stat().st_mtime_ns == stamp  # the finished cell was not rewritten
     all_rows = results.read_rows(tmp_path)
     assert sorted(r["arch"] for r in all_rows) == ["resnet18", "vgg16"]
     assert len({r["cell_id"] for r in all_rows}) == 2
-    assert run_suite("fake", fake_registry(calls), preset, tmp_path, **ONLY_BASELINE) == []
+    assert run_suite(FAKE, preset, tmp_path, **ONLY_BASELINE) == []
 
 
-def test_failed_cell_is_recorded_and_retried(tmp_path):
-    def broken(ctx, cell):
+def test_failed_cell_is_recorded_and_retried(tmp_path, use_drivers):
+    def broken(backend, ctx, cell):
         raise ValueError("boom")
 
-    rows = run_suite("fake", {t: broken for t in TECHNIQUES}, get_preset("smoke"), tmp_path, archs=("vgg16",),
-                     **ONLY_BASELINE)
-    assert rows[0]["status"] == "failed" and "ValueError: boom" in rows[0]["error"]
+    use_drivers(broken)
+    rows = run_suite(FAKE, get_preset("smoke"), tmp_path, archs=("vgg16",), **ONLY_BASELINE)
+    assert len(rows) == 1 and rows[0]["status"] == "failed" and "ValueError: boom" in rows[0]["error"]
+    assert results.read_rows(tmp_path)[0]["status"] == "failed"
     calls = []
-    rows = run_suite("fake", fake_registry(calls), get_preset("smoke"), tmp_path, archs=("vgg16",), **ONLY_BASELINE)
-    assert calls == ["vgg16"] and rows[0]["status"] == "ok"
+    use_drivers(fake_driver(calls))
+    rows = run_suite(FAKE, get_preset("smoke"), tmp_path, archs=("vgg16",), **ONLY_BASELINE)
+    assert calls == ["vgg16"] and len(rows) == 1 and rows[0]["status"] == "ok" and rows[0]["error"] is None
 
 
-def test_rows_carry_typed_config_and_environment(tmp_path):
-    rows = run_suite("fake", fake_registry([]), get_preset("smoke"), tmp_path, archs=("vgg16",),
+def test_a_driver_that_is_not_implemented_is_marked_missing_not_failed(tmp_path, use_drivers):
+    def missing(backend, ctx, cell):
+        raise NotImplementedError("not yet")
+
+    use_drivers(missing)
+    (row,) = run_suite(FAKE, get_preset("smoke"), tmp_path, archs=("vgg16",), **ONLY_BASELINE)
+    assert (row["status"], row["error"]) == ("not_implemented", "not yet")
+
+
+def test_rows_carry_typed_config_and_environment(tmp_path, use_drivers):
+    use_drivers(fake_driver([]))
+    rows = run_suite(FAKE, get_preset("smoke"), tmp_path, archs=("vgg16",),
                      environment=lambda: {"git_commit": "abc"}, command="python -m fake run", **ONLY_BASELINE)
     on_disk = json.loads(results.row_path(tmp_path, rows[0]["cell_id"]).read_text())
     assert on_disk["config"]["__type__"] == "Preset" and on_disk["config"]["name"] == "smoke"
     assert on_disk["env"] == {"git_commit": "abc"} and on_disk["command"] == "python -m fake run"
+    assert (on_disk["framework"], on_disk["arch"], on_disk["technique"], on_disk["test_acc"]) == (
+        "fake", "vgg16", "baseline", 0.5)
 
 
-def test_registry_must_match_shared_keys():
-    with pytest.raises(RuntimeError, match="differ from shared.techniques"):
-        check_registry("fake", {**{t: None for t in TECHNIQUES}, "extra": None})
+def test_cells_run_in_the_shared_order_with_the_registry_of_every_key(tmp_path, use_drivers):
+    """One registry for every suite: run_suite dispatches each cell to the driver of its key, baseline first."""
+    seen = []
+
+    def record(backend, ctx, cell):
+        seen.append((cell.arch, cell.technique, cell.settings))
+        return {}
+
+    use_drivers(record)
+    preset = get_preset("smoke")
+    rows = run_suite(FAKE, preset, tmp_path, archs=("resnet18",))
+    planned = plan_cells("fake", preset, archs=("resnet18",))
+    assert seen == [(c.arch, c.technique, c.settings) for c in planned]
+    assert [r["cell_id"] for r in rows] == [c.id for c in planned]
+    assert seen[0][1] == "baseline"
+    assert {t for _, t, _ in seen} == set(TECHNIQUES) - {"filter_li_a"}  # pruned-A is VGG-16's alone
+    assert all(r["status"] == "ok" for r in rows)
 
 
 def test_cell_ids_are_stable_and_settings_sensitive():

@@ -91,7 +91,11 @@ def raise_masks(weights: dict, masks: dict | None, sparsity: float, scope: str) 
     weight never returns), ranking the survivors by |w| globally or per layer."""
     if scope not in SCOPES:
         raise ValueError(f"unknown pruning scope {scope!r}: choose from {', '.join(SCOPES)}")
-    return SCOPES[scope](_scores(weights, masks), sparsity)
+    new = SCOPES[scope](_scores(weights, masks), sparsity)
+    if masks is not None and any(np.any(new[name] & ~keep) for name, keep in masks.items()):
+        raise ValueError(f"masks only grow: {scope} sparsity {sparsity} would restore pruned weights "
+                         f"(current sparsity {overall_sparsity(masks):.6f})")
+    return new
 
 
 def apply_masks(state: dict, masks: dict[str, np.ndarray]) -> dict:

@@ -51,4 +51,4 @@ def epoch_orders(n_train: int, epochs: int, seed: int, batch_size: int) -> np.nd
     return np.stack([rng.permutation(n_train)[:keep] for _ in range(epochs)]).astype(np.int64)
 
 
-HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_time_s", "images_per_s")
+HISTORY_COLUMNS = ("epoch", "steps", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_time_s", "images_per_s")

@@ -28,6 +28,23 @@ def normalise(batch_uint8_nhwc):
     return (tf.cast(batch_uint8_nhwc, tf.float32) - _MEAN) / _STD
 
 
+class TorchFormSGD(keras.optimizers.SGD):
+    """SGD with momentum in PyTorch's form (``shared.conventions.NESTEROV_NOTE``): the buffer holds
+    gradients, buf = mu * buf + g, and the step is lr * (g + mu * buf) (Nesterov) or lr * buf, taken at the
+    *current* LR. Keras' own form keeps the buffer in LR units (v = mu * v - lr * g), which differs from
+    PyTorch's as soon as the LR changes between steps, i.e. on every step of a per-step schedule."""
+
+    def update_step(self, gradient, variable):
+        if isinstance(gradient, tf.IndexedSlices) or not self.momentums:  # no sparse or momentum-free use here
+            return super().update_step(gradient, variable)
+        lr = tf.cast(self.learning_rate, variable.dtype)
+        momentum = tf.cast(self.momentum, variable.dtype)
+        buf = self.momentums[self._index_dict[self._var_key(variable)]]
+        buf.assign(buf * momentum + gradient)
+        variable.assign_sub(lr * (gradient + momentum * buf if self.nesterov else buf))
+
+
+@keras.saving.register_keras_serializable(package="tensorflow_impl")
 class TabulatedSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """shared.recipe.lr_at evaluated once per step in numpy, looked up by the optimizer's step counter."""
 
@@ -148,7 +165,7 @@ def train(model, dataset: shared_data.Dataset, recipe: Recipe, seed: int, label:
     epochs = math.ceil(total / per_epoch)
     schedule = TabulatedSchedule(lr_at(np.arange(total), total, recipe))
     model.compile(
-        optimizer=keras.optimizers.SGD(schedule, momentum=recipe.momentum, nesterov=recipe.nesterov),
+        optimizer=TorchFormSGD(schedule, momentum=recipe.momentum, nesterov=recipe.nesterov),
         loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=recipe.label_smoothing),
         metrics=[
             keras.metrics.CategoricalCrossentropy(name="ce", from_logits=True, label_smoothing=recipe.label_smoothing),

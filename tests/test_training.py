@@ -32,9 +32,12 @@ def test_pytorch_and_keras_learn_the_smoke_data_with_identical_history_columns(s
     np.testing.assert_allclose([r["lr"] for r in histories["pytorch"]], [r["lr"] for r in histories["keras"]])
 
 
-def _two_steps(arch, smoke_data, keras_recipe_changes=None):
+CONSTANT, DECAYING = ((0.0, 1.0), (1.0, 1.0)), ((0.0, 1.0), (1.0, 0.0))
+
+
+def _two_steps(arch, smoke_data, keras_recipe_changes=None, lr_knots=CONSTANT, lr=0.01):
     """Both frameworks from the same weights through the same two batches; returns (torch, keras, start)."""
-    recipe = Recipe(epochs=1, batch_size=128, lr=0.01, crop_padding=0, flip=False, lr_knots=((0.0, 1.0), (1.0, 1.0)))
+    recipe = Recipe(epochs=1, batch_size=128, lr=lr, crop_padding=0, flip=False, lr_knots=lr_knots)
     two_batches = data.Dataset(
         train=data.Split(smoke_data.train.x[:256], smoke_data.train.y[:256]),
         val=data.Split(smoke_data.val.x[:0], smoke_data.val.y[:0]), test=smoke_data.test, source="smoke")
@@ -66,6 +69,20 @@ def test_same_start_same_batches_give_the_same_weights(arch, smoke_data):
     a, b, start = _two_steps(arch, smoke_data)
     assert _max_diff(a, start) > 0.1  # the steps really moved the weights
     assert _max_diff(a, b) < PARITY_ATOL
+
+
+@pytest.mark.parametrize("arch", ["vgg16", "resnet18"])
+def test_a_per_step_schedule_gives_the_same_weights(arch, smoke_data):
+    """The LR halves between the two steps: Keras' own Nesterov form (buffer in LR units) would differ from
+    PyTorch's here, so the Keras suite runs PyTorch's form (``TorchFormSGD``)."""
+    a, b, _ = _two_steps(arch, smoke_data, lr_knots=DECAYING, lr=0.04)
+    assert _max_diff(a, b) < PARITY_ATOL
+
+
+def test_keras_own_nesterov_form_differs_under_a_schedule(smoke_data, monkeypatch):
+    monkeypatch.setattr(tf_train, "TorchFormSGD", tf_train.keras.optimizers.SGD)
+    a, b, _ = _two_steps("vgg16", smoke_data, lr_knots=DECAYING, lr=0.04)
+    assert _max_diff(a, b) > 2 * PARITY_ATOL
 
 
 @pytest.mark.parametrize("change", [{"nesterov": False}, {"label_smoothing": 0.0}])

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from shared import data as shared_data
 from shared.progress import EpochProgress
-from shared.recipe import Recipe, epoch_orders, lr_at, steps_per_epoch
+from shared.recipe import Recipe, augmentation_draws, epoch_orders, lr_at, steps_per_epoch
 
 
 def pick_device() -> torch.device:
@@ -22,31 +22,22 @@ def pick_device() -> torch.device:
 
 
 class BatchAugmenter:
-    """Random crop from a zero-padded image and horizontal flip, for a whole index batch at once."""
+    """Random crop from a zero-padded image and horizontal flip, for a whole index batch at once, with the
+    shared draws (``shared.recipe.augmentation_draws``) of that batch."""
 
-    def __init__(self, x_uint8_nhwc: np.ndarray, pad: int, flip: bool, device, generator: torch.Generator):
+    def __init__(self, x_uint8_nhwc: np.ndarray, pad: int, device):
         x = torch.from_numpy(x_uint8_nhwc).to(device)
         self.x = F.pad(x, (0, 0, pad, pad, pad, pad)) if pad else x  # pad H and W once, not per batch
-        self.pad, self.flip, self.gen = pad, flip, generator
-        self.hw = x_uint8_nhwc.shape[1]
-        self.ar = torch.arange(self.hw, device=device)
+        self.pad = pad
+        self.ar = torch.arange(x_uint8_nhwc.shape[1], device=device)
         self.mean, self.std = _norm_constants(device)
 
-    def __call__(self, idx: torch.Tensor) -> torch.Tensor:
-        n = idx.numel()
-        dev = self.x.device
-        if self.pad:
-            oy = torch.randint(0, 2 * self.pad + 1, (n,), device=dev, generator=self.gen)
-            ox = torch.randint(0, 2 * self.pad + 1, (n,), device=dev, generator=self.gen)
-            rows = (oy[:, None] + self.ar)[:, :, None]
-            cols = (ox[:, None] + self.ar)[:, None, :]
-            if self.flip:  # a flip is a reversed column index: no extra copy of the batch
-                flipped = torch.rand(n, device=dev, generator=self.gen) < 0.5
-                cols = torch.where(flipped[:, None, None], cols.flip(-1), cols)
-            batch = self.x[idx[:, None, None], rows, cols]
-        else:
-            batch = self.x[idx]
-        return to_model_input(batch, self.mean, self.std)
+    def __call__(self, idx: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, flipped: torch.Tensor) -> torch.Tensor:
+        rows = (oy[:, None] + self.ar)[:, :, None]
+        cols = (ox[:, None] + self.ar)[:, None, :]
+        # a flip is a reversed column index: no extra copy of the batch
+        cols = torch.where(flipped[:, None, None], cols.flip(-1), cols)
+        return to_model_input(self.x[idx[:, None, None], rows, cols], self.mean, self.std)
 
 
 def _norm_constants(device):
@@ -111,9 +102,11 @@ def train(model, dataset: shared_data.Dataset, recipe: Recipe, seed: int, label:
     per_epoch = steps_per_epoch(n, recipe.batch_size)
     total = per_epoch * recipe.epochs if steps is None else int(steps)
     epochs = math.ceil(total / per_epoch)
-    orders = torch.from_numpy(epoch_orders(n, epochs, seed, recipe.batch_size)).to(device)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    augment = BatchAugmenter(dataset.train.x, recipe.crop_padding, recipe.flip, device, gen)
+    orders_np = epoch_orders(n, epochs, seed, recipe.batch_size)
+    orders = torch.from_numpy(orders_np).to(device)
+    draws = {k: torch.from_numpy(v).to(device) for k, v in
+             augmentation_draws(orders_np.shape, seed, recipe.crop_padding, recipe.flip).items()}
+    augment = BatchAugmenter(dataset.train.x, recipe.crop_padding, device)
     y_all = torch.from_numpy(dataset.train.y).to(device)
     opt = make_optimizer(model, recipe)
     progress = EpochProgress(label, epochs, per_epoch)
@@ -129,8 +122,9 @@ def train(model, dataset: shared_data.Dataset, recipe: Recipe, seed: int, label:
             lr = float(lr_at(global_step, total, recipe))
             for g in opt.param_groups:
                 g["lr"] = lr
-            idx = orders[epoch, step * recipe.batch_size : (step + 1) * recipe.batch_size]
-            x, y = augment(idx), y_all[idx]
+            batch = slice(step * recipe.batch_size, (step + 1) * recipe.batch_size)
+            idx = orders[epoch, batch]
+            x, y = augment(idx, draws["oy"][epoch, batch], draws["ox"][epoch, batch], draws["flip"][epoch, batch]), y_all[idx]
             with autocast(device):
                 logits = model(x)
             if loss_fn is None:

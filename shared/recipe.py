@@ -43,12 +43,25 @@ def lr_at(step, total_steps: int, recipe: Recipe):
 def epoch_orders(n_train: int, epochs: int, seed: int, batch_size: int) -> np.ndarray:
     """The sample order of every epoch, (epochs, steps * batch_size) int64.
 
-    Drawn once here so both frameworks visit identical batches in identical order (augmentation draws
-    stay framework-native). Truncating to whole batches is the drop-last rule of ``steps_per_epoch``.
+    Drawn once here so both frameworks visit identical batches in identical order (and augment them
+    identically: ``augmentation_draws``). Truncating to whole batches is the drop-last rule of
+    ``steps_per_epoch``.
     """
     rng = np.random.default_rng([seed, 0xC1FA])
     keep = steps_per_epoch(n_train, batch_size) * batch_size
     return np.stack([rng.permutation(n_train)[:keep] for _ in range(epochs)]).astype(np.int64)
+
+
+def augmentation_draws(shape: tuple[int, int], seed: int, pad: int, flip: bool) -> dict[str, np.ndarray]:
+    """Crop offsets and flips for every sample of ``epoch_orders`` (same shape), drawn once here.
+
+    Both frameworks apply these draws, so the same step sees the same augmented images in both: a random
+    crop offset (oy, ox) in [0, 2 * pad] of the zero-padded image and a horizontal flip with probability 1/2.
+    """
+    rng = np.random.default_rng([seed, 0xA06])
+    offsets = rng.integers(0, 2 * pad + 1, size=(2, *shape)) if pad else np.zeros((2, *shape), np.int64)
+    flips = rng.random(shape) < 0.5 if flip else np.zeros(shape, bool)
+    return {"oy": offsets[0].astype(np.int32), "ox": offsets[1].astype(np.int32), "flip": flips}
 
 
 HISTORY_COLUMNS = ("epoch", "steps", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_time_s", "images_per_s")

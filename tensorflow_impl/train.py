@@ -14,7 +14,7 @@ import tf_keras as keras
 
 from shared import data as shared_data
 from shared.progress import EpochProgress
-from shared.recipe import Recipe, epoch_orders, lr_at, steps_per_epoch
+from shared.recipe import Recipe, augmentation_draws, epoch_orders, lr_at, steps_per_epoch
 
 _MEAN = np.asarray(shared_data.MEAN, np.float32) * 255
 _STD = np.asarray(shared_data.STD, np.float32) * 255
@@ -59,30 +59,26 @@ class TabulatedSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def train_pipeline(split: shared_data.Split, recipe: Recipe, seed: int, epochs: int, num_classes: int):
-    orders = epoch_orders(len(split), epochs, seed, recipe.batch_size).reshape(-1, recipe.batch_size)
+    orders = epoch_orders(len(split), epochs, seed, recipe.batch_size)
+    draws = augmentation_draws(orders.shape, seed, recipe.crop_padding, recipe.flip)
+    per_batch = [a.reshape(-1, recipe.batch_size) for a in (orders, draws["oy"], draws["ox"], draws["flip"])]
     pad, hw = recipe.crop_padding, split.x.shape[1]
     x = tf.constant(np.pad(split.x, ((0, 0), (pad, pad), (pad, pad), (0, 0))))  # padded once, not per batch
     y = tf.constant(split.y)
     ar = tf.range(hw)
-    rng = tf.random.Generator.from_seed(seed)
 
-    def augment(idx):
-        n = tf.shape(idx)[0]
+    def augment(idx, oy, ox, flipped):
         batch = tf.gather(x, idx)
-        if pad:
-            oy = rng.uniform([n], 0, 2 * pad + 1, dtype=tf.int32)
-            ox = rng.uniform([n], 0, 2 * pad + 1, dtype=tf.int32)
-            cols = ox[:, None] + ar
-            if recipe.flip:  # a flip is a reversed column index: no extra copy of the batch
-                flipped = rng.uniform([n]) < 0.5
-                cols = tf.where(flipped[:, None], tf.reverse(cols, axis=[1]), cols)
-            batch = tf.gather(batch, oy[:, None] + ar, axis=1, batch_dims=1)
-            batch = tf.gather(batch, cols, axis=2, batch_dims=1)
+        cols = ox[:, None] + ar
+        cols = tf.where(flipped[:, None], tf.reverse(cols, axis=[1]), cols)  # a flip is a reversed column index
+        batch = tf.gather(batch, oy[:, None] + ar, axis=1, batch_dims=1)
+        batch = tf.gather(batch, cols, axis=2, batch_dims=1)
         labels = tf.one_hot(tf.gather(y, idx), num_classes)  # CategoricalCrossentropy smooths one-hot targets
         return normalise(batch), labels
 
-    # A stateful generator must run in order: one map call at a time, overlapped with training by prefetch.
-    return tf.data.Dataset.from_tensor_slices(orders).map(augment).prefetch(tf.data.AUTOTUNE)
+    # the draws are data, not generator state, so batches can be made in parallel and stay in order
+    return (tf.data.Dataset.from_tensor_slices(tuple(per_batch))
+            .map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE))
 
 
 def evaluate(model, split: shared_data.Split, batch_size: int) -> tuple[float, float]:

@@ -8,7 +8,7 @@ import pytest
 import tensorflow_impl  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from pytorch_impl import models as pt_models, train as pt_train, weights as pt_weights
 from shared import data
-from shared.recipe import HISTORY_COLUMNS, Recipe
+from shared.recipe import HISTORY_COLUMNS, Recipe, augmentation_draws, epoch_orders
 from tensorflow_impl import models as tf_models, train as tf_train, weights as tf_weights
 
 
@@ -97,3 +97,21 @@ def test_pytorch_decays_exactly_the_conv_and_linear_weights():
     decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
     names = {n for n, p in model.named_parameters() if id(p) in decayed}
     assert names == {f"features.{i}.conv.weight" for i in range(13)} | {"fc1.weight", "fc2.weight"}
+
+
+def test_both_frameworks_augment_a_step_identically(smoke_data):
+    """The crop offsets and flips are shared draws (``augmentation_draws``): the same step sees the same
+    augmented images in both frameworks, not only the same indices."""
+    recipe = Recipe(epochs=2, batch_size=64, crop_padding=4, flip=True)
+    split = smoke_data.train
+    orders = epoch_orders(len(split), 2, 3, 64)
+    draws = augmentation_draws(orders.shape, 3, 4, True)
+    assert 0.3 < draws["flip"].mean() < 0.7 and set(np.unique(draws["oy"])) == set(range(9))
+    augment = pt_train.BatchAugmenter(split.x, 4, pt_train.torch.device("cpu"))
+    keras_batches = list(tf_train.train_pipeline(split, recipe, 3, 2, 10).take(3))
+    for step, (keras_x, _) in enumerate(keras_batches):
+        epoch, b = divmod(step, len(split) // 64)
+        sl = slice(b * 64, (b + 1) * 64)
+        t = lambda a: pt_train.torch.from_numpy(a[epoch, sl])  # noqa: E731
+        torch_x = augment(t(orders), t(draws["oy"]), t(draws["ox"]), t(draws["flip"]))
+        np.testing.assert_allclose(torch_x.permute(0, 2, 3, 1).numpy(), keras_x.numpy(), atol=1e-6)

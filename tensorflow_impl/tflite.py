@@ -18,7 +18,7 @@ Conversion modes (``convert``):
 - ``fp16``: float16 weights (``supported_types=[tf.float16]``); the CPU kernels compute in float32 after
   dequantizing the constant weights once, so it halves the file, not the arithmetic.
 
-Measured rows use the keys of ``tensorflow_impl.common.measured``. ``params_total`` and ``macs`` are the
+Measured rows use the keys of ``shared.measure.model_row``. ``params_total`` and ``macs`` are the
 baseline's (same network); ``params_nonzero`` counts the stored conv/FC weight values of the flatbuffer
 (int8 on their integer codes, so a weight rounded to zero is zero) plus the baseline's biases and BN
 parameters (folded into the ops, not removed), as the PyTorch quantized rows count them; sizes are the

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from shared.backend import Quantized
-from . import distill, models, quantization as Q, sparsity, structured, train as T
+from . import artifacts, distill, models, quantization as Q, sparsity, structured, train as T
 from .measure import measure
 from .weights import export_state, import_state
 
@@ -60,12 +60,12 @@ class TorchBackend:
         return Quantized(qmodel, self._facts(
             quantized_layers=len(quantized), quantized_params=sum(w.numel() for w in quantized.values()),
             quantizable_params=sum(m.weight.numel() for m in Q.float_layers(model).values()),
-            activation_bits=None))
+            activation_bits=None), form="int8_dynamic")
 
     def quantize_static(self, model, observer, calibration):
         qmodel = Q.quantize_static(model.eval(), observer, Q.as_inputs(calibration))
         return Quantized(qmodel, self._facts(int8_modules=len(Q.int8_layers(qmodel)),
-                                             activation_bits=Q.activation_bits()))
+                                             activation_bits=Q.activation_bits()), form="int8_static")
 
     def prepare_qat(self, model, calibration):
         prepared = Q.prepare_qat(model)
@@ -80,20 +80,26 @@ class TorchBackend:
     def convert_qat(self, prepared):
         qmodel = Q.convert_qat(prepared)
         return Quantized(qmodel, self._facts(int8_modules=len(Q.int8_layers(qmodel)),
-                                             activation_bits=Q.activation_bits(), bn_folding=Q.QAT_BN_FOLDING))
+                                             activation_bits=Q.activation_bits(), bn_folding=Q.QAT_BN_FOLDING),
+                         form="int8_static")  # the converted QAT graph is the PTQ graph (same modules, same state)
 
     def reduced_precision(self, model):
         # autocast casts fp32 weights per call, so the stored artifact is the fp32 state_dict
         return Quantized(Q.Autocast(model.eval()), self._facts(autocast_dtype="bfloat16", saved_model=model,
-                                                               params_nonzero=models.count_nonzero(model)))
+                                                               params_nonzero=models.count_nonzero(model)),
+                         form="bf16_autocast")
 
     def fixed_point(self, model, bits, calibration):
         fixed, formats = Q.fixed_point_model(model.eval(), bits, Q.as_inputs(calibration))
         weights = sum(m.weight.numel() for m in Q.float_layers(fixed).values())
-        return Quantized(fixed, {"qmn_formats": formats, "quantized_weights": weights})
+        return Quantized(fixed, {"qmn_formats": formats, "quantized_weights": weights}, form="simulated")
 
     def measure_quantized(self, quantized, reference, ctx, cell):
         facts = dict(quantized.facts)
         saved, nonzero = facts.pop("saved_model", None), facts.pop("params_nonzero", None)
         row = Q.metrics(quantized.model, reference, ctx, saved_model=saved, params_nonzero=nonzero)
         return {**row, **facts}
+
+    # artifacts
+    def save_artifacts(self, artifact, stem):
+        return artifacts.save(artifact, stem)

@@ -55,7 +55,7 @@ from shared import provenance, specs
 from shared.measure import model_row
 from shared.fixed_point import QFormat, tensor_format, qmn_format
 from . import models
-from .measure import artifact_sizes, cpu_latency
+from .measure import artifact_sizes, split_accuracy
 from .train import evaluate
 
 BACKEND = "x86"
@@ -125,11 +125,6 @@ def nonzero_params(model: nn.Module, baseline: nn.Module) -> int:
     return count
 
 
-def accuracy_on_test(model: nn.Module, dataset, batch_size: int) -> float:
-    # quantized GraphModules have no nn.Parameters to infer a device from: pass it
-    return evaluate(model, dataset.test, batch_size, device=CPU)[1]
-
-
 def metrics(run_model: nn.Module, baseline: nn.Module, ctx, *, saved_model: nn.Module | None = None,
             params_nonzero: int | None = None) -> dict:
     """The shared row keys for a model that is not a plain float ``models.build`` network.
@@ -137,12 +132,14 @@ def metrics(run_model: nn.Module, baseline: nn.Module, ctx, *, saved_model: nn.M
     ``run_model`` is evaluated and timed; ``saved_model`` (default: the same) is what torch.save stores.
     """
     preset = ctx.preset
-    run_model = run_model.to(CPU).eval()
+    run_model = run_model.to(CPU).eval()  # quantized GraphModules have no parameters to infer a device from
     nonzero = nonzero_params(run_model, baseline) if params_nonzero is None else params_nonzero
-    return model_row(test_acc=accuracy_on_test(run_model, ctx.dataset, preset.recipe.eval_batch_size),
+    bs = preset.recipe.eval_batch_size
+    return model_row(test_acc=split_accuracy(run_model, ctx.dataset.test, bs, device=CPU),
+                     val_acc=split_accuracy(run_model, ctx.dataset.val, bs, device=CPU),
                      plan=baseline.plan, params_total=models.count_params(baseline), params_nonzero=nonzero,
                      sizes=artifact_sizes(saved_model if saved_model is not None else run_model, preset.measure),
-                     latency=cpu_latency(run_model, preset.measure), widths=baseline.widths)
+                     widths=baseline.widths)
 
 
 # --- int8 ------------------------------------------------------------------------------------------------

@@ -17,6 +17,12 @@ def environment(threads: int) -> dict:
     return provenance.environment(FRAMEWORK, name, threads)
 
 
+def timing_backend(threads: int):
+    from .timing import TorchTiming
+
+    return TorchTiming(threads)
+
+
 def run(preset, out_dir, **kwargs) -> list[dict]:
     return run_suite(TorchBackend(), preset, out_dir,
                      environment=lambda: environment(preset.measure.threads), **kwargs)

@@ -26,6 +26,7 @@ class Quantized:
 
     model: object
     facts: dict = field(default_factory=dict)
+    form: str = ""  # how the backend saves and reloads it as an artifact (its ``save_artifacts``)
 
 
 class Masker(Protocol):
@@ -69,3 +70,6 @@ class Backend(Protocol):
     def reduced_precision(self, model) -> Quantized: ...
     def fixed_point(self, model, bits: int, calibration: Iterable[np.ndarray]) -> Quantized: ...
     def measure_quantized(self, quantized: Quantized, reference, ctx, cell) -> dict: ...
+
+    # artifacts: a model or Quantized saved as ``stem.<ext>`` files, {runtime: {"file", "form", "precision"}}
+    def save_artifacts(self, artifact, stem) -> dict[str, dict]: ...

@@ -21,38 +21,38 @@ class MeasureProtocol:
     threads: int = 2  # fixed intra-op threads for CPU latency, recorded with every row
     latency_batch_sizes: tuple[int, ...] = (1, 64)
     warmup: int = 10  # untimed calls per batch size (allocator, oneDNN/XNNPACK kernel selection)
-    repeats: int = 30  # timed calls per batch size
+    repeats: int = 30  # timed rounds per batch size (each round calls every model of a group once)
     gzip_level: int = 9
+    # The timing pass refuses to start (and marks a group contended) when other processes take more than
+    # this share of the machine's CPU time: on 2 cores, two processes' threads slow PyTorch 10-30x.
+    max_other_cpu: float = 0.10
 
 
-METRIC_COLUMNS = (
-    "test_acc",
-    "params_total",
-    "params_nonzero",
-    "macs",
-    "size_bytes",
-    "size_gzip_bytes",
-    "latency_b1_ms_median",
-    "latency_b1_ms_p90",
-    "latency_b64_ms_median",
-    "latency_b64_ms_p90",
-    "train_time_s",
-    "train_images_per_s",
-)
+# What a measured model's row holds (``model_row``), in every suite and runtime alike
+MODEL_COLUMNS = ("test_acc", "val_acc", "params_total", "params_nonzero", "macs", "size_bytes", "size_gzip_bytes")
+# What the timing pass adds (``shared.timing``): latency on the row's runtime, and speedups over the same
+# framework's fp32 baseline on that runtime with their 95% CI (lo, hi) and the A/A noise of their group
+TIMING_COLUMNS = tuple(
+    f"latency_b{b}_ms_{s}" for b in (1, 64) for s in ("median", "p90")
+) + tuple(f"{k}_b{b}{s}" for b in (1, 64) for k, s in (("speedup", ""), ("speedup", "_lo"), ("speedup", "_hi"),
+                                                       ("noise", "")))
+METRIC_COLUMNS = (*MODEL_COLUMNS, *TIMING_COLUMNS, "train_time_s", "train_images_per_s")
 
 
 # What a combined pipeline records of the model leaving each of its stages (both suites, one list)
-STAGE_KEYS = ("test_acc", "params_total", "params_nonzero", "macs", "size_bytes", "size_gzip_bytes",
-              "latency_b1_ms_median", "latency_b64_ms_median")
+STAGE_KEYS = ("test_acc", "val_acc", "params_total", "params_nonzero", "macs", "size_bytes", "size_gzip_bytes")
 
 
-def model_row(*, test_acc: float, params_total: int, params_nonzero: int, plan, sizes: dict, latency: dict,
-              widths=None) -> dict:
-    """The protocol's figures of one measured model, in the row's keys (every suite and runtime alike)."""
+def model_row(*, test_acc: float, val_acc: float | None, params_total: int, params_nonzero: int, plan,
+              sizes: dict, widths=None) -> dict:
+    """The protocol's figures of one measured model, in the row's keys (every suite and runtime alike).
+
+    No latency: a training cell may run beside other work, so its model is saved as an artifact and timed
+    later by the timing pass (``shared.timing``) on a quiet machine, interleaved with its reference."""
     from .specs import count_macs
 
-    row = {"test_acc": test_acc, "params_total": params_total, "params_nonzero": params_nonzero,
-           "macs": count_macs(plan), **sizes, **latency}
+    row = {"test_acc": test_acc, "val_acc": val_acc, "params_total": params_total,
+           "params_nonzero": params_nonzero, "macs": count_macs(plan), **sizes}
     if widths is not None:
         row["widths"] = list(widths)
     return row

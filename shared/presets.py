@@ -1,9 +1,11 @@
 """Run presets: what data, which widths, how long. One declarative config per run."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import dataclass, replace
 
-from .config import register
+from .config import register, to_jsonable
 from .measure import MeasureProtocol
 from .protocols import Budget, CompressionProtocol
 from .recipe import Recipe
@@ -73,6 +75,20 @@ PRESETS: dict[str, Preset] = {
         ),
     ),
 }
+
+
+# Fields that choose which cells run, not what a cell computes: a run over more seeds or fewer architectures
+# reuses the other cells of the same configuration.
+NOT_FINGERPRINTED = ("seeds", "archs")
+
+
+def fingerprint(preset: Preset) -> str:
+    """8 hex digits of everything in the preset that changes a cell's result: its name, data, width, recipe,
+    protocol and measurement settings. Part of every cell id and checkpoint name, so a run with another
+    configuration never reuses this one's rows or checkpoints (``--preset quick`` over a smoke directory
+    starts from nothing)."""
+    fields = to_jsonable(replace(preset, **{f: () for f in NOT_FINGERPRINTED}))
+    return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def get_preset(name: str) -> Preset:

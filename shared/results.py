@@ -13,9 +13,13 @@ from pathlib import Path
 ROWS_DIR = "rows"
 
 
-def cell_id(framework: str, arch: str, technique: str, settings: dict, seed: int) -> str:
+def cell_id(framework: str, arch: str, technique: str, settings: dict, seed: int, fingerprint: str) -> str:
+    """``framework__arch__technique__<settings digest>__<preset fingerprint>__s<seed>``: one file per cell of
+    one configuration (``presets.fingerprint``)."""
+    if not fingerprint:
+        raise ValueError("a cell id needs the preset's fingerprint (shared.presets.fingerprint)")
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
-    return f"{framework}__{arch}__{technique}__{digest}__s{seed}"
+    return f"{framework}__{arch}__{technique}__{digest}__{fingerprint}__s{seed}"
 
 
 def row_path(out_dir, cid: str) -> Path:
@@ -43,6 +47,15 @@ def read_rows(out_dir) -> list[dict]:
         with open(path) as f:
             rows.append(json.load(f))
     return rows
+
+
+def duplicate_rows(out_dir) -> dict[str, list[Path]]:
+    """Cell ids with more than one row file under ``out_dir`` (copies of one run in two subdirectories)."""
+    seen: dict[str, list[Path]] = {}
+    for path in sorted(Path(out_dir).rglob(f"{ROWS_DIR}/*.json")):
+        if not path.name.startswith("."):
+            seen.setdefault(path.stem, []).append(path)
+    return {cid: paths for cid, paths in seen.items() if len(paths) > 1}
 
 
 def finished(out_dir, cid: str) -> bool:

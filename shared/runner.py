@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import config, data as data_mod
-from .presets import Preset
+from . import artifacts, config, data as data_mod
+from .presets import Preset, fingerprint
 from .results import cell_id, finished, write_row
 from .techniques import CONTROLLED_SOURCE, TECHNIQUES, operating_points  # noqa: F401  (re-exported)
 
@@ -26,10 +26,11 @@ class Cell:
     technique: str
     seed: int
     settings: dict = field(default_factory=dict, hash=False)
+    fingerprint: str = "test"  # the preset's (presets.fingerprint); plan_cells always sets it
 
     @property
     def id(self) -> str:
-        return cell_id(self.framework, self.arch, self.technique, self.settings, self.seed)
+        return cell_id(self.framework, self.arch, self.technique, self.settings, self.seed, self.fingerprint)
 
 
 @dataclass
@@ -42,6 +43,7 @@ class RunContext:
     log: Callable[[str], None] = print
     controlled: bool = False
     _dataset: object = None
+    measured_model: object = None  # what the running cell's driver measured last: its artifact
 
     @property
     def dataset(self) -> data_mod.Dataset:
@@ -52,7 +54,8 @@ class RunContext:
     def checkpoint_path(self, framework: str, arch: str, seed: int, name: str = "baseline") -> Path:
         if self.controlled and framework != CONTROLLED_SOURCE:
             framework = f"{framework}-controlled"  # never overwrites the suite's independently trained run
-        return self.out_dir / "checkpoints" / f"{framework}__{arch}__{name}__s{seed}.safetensors"
+        fp = fingerprint(self.preset)  # a checkpoint of another configuration is never picked up
+        return self.out_dir / "checkpoints" / f"{framework}__{arch}__{name}__{fp}__s{seed}.safetensors"
 
 
 def load_dataset(preset: Preset, data_dir=None) -> data_mod.Dataset:
@@ -68,8 +71,9 @@ def plan_cells(framework: str, preset: Preset, techniques=TECHNIQUES, archs=None
                controlled: bool = False) -> list[Cell]:
     archs = archs or preset.archs
     mode = {"controlled": True} if controlled else {}
+    fp = fingerprint(preset)
     # Baseline first: every other technique starts from the trained baseline of the same run.
-    return [Cell(framework, a, t, s, {**settings, **mode}) for a in archs for s in preset.seeds
+    return [Cell(framework, a, t, s, {**settings, **mode}, fp) for a in archs for s in preset.seeds
             for t in techniques for settings in operating_points(t, a, preset.protocol)]
 
 
@@ -94,11 +98,16 @@ def run_suite(backend, preset: Preset, out_dir, *, data_dir=None, archs=None, te
         started = time.time()
         row = {
             "cell_id": cell.id, "framework": framework, "arch": cell.arch, "technique": cell.technique,
-            "settings": cell.settings, "seed": cell.seed, "preset": preset.name,
+            "settings": cell.settings, "seed": cell.seed, "preset": preset.name, "fingerprint": cell.fingerprint,
             "config": config.to_jsonable(preset), "command": command or " ".join(sys.argv),
         }
         try:
+            ctx.measured_model = None
             row.update(REGISTRY[cell.technique](backend, ctx, cell))
+            if ctx.measured_model is not None:  # saved before the row: a row on disk has its model beside it
+                row["artifact"] = artifacts.save(backend, ctx.measured_model, out_dir, cell, preset.name,
+                                                 row.get("widths"))
+                ctx.measured_model = None
             row["status"], row["error"] = "ok", None
         except NotImplementedError as exc:  # a suite that lacks a technique yet: shown as missing, not failed
             row["status"], row["error"] = "not_implemented", str(exc)

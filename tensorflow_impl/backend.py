@@ -13,7 +13,7 @@ from . import require_tf_keras
 keras = require_tf_keras()
 
 from shared.backend import Quantized  # noqa: E402
-from . import distill, models, quantization as Q, sparsity, structured, tflite, train as T  # noqa: E402
+from . import artifacts, distill, models, quantization as Q, sparsity, structured, tflite, train as T  # noqa: E402
 from .measure import measure  # noqa: E402
 from .weights import export_state, import_state  # noqa: E402
 
@@ -58,10 +58,10 @@ class KerasBackend:
 
     # quantization and reduced precision: flatbuffers on LiteRT, except the simulated fixed point
     def quantize_dynamic(self, model):
-        return Quantized(*Q.dynamic_int8(model))
+        return Quantized(*Q.dynamic_int8(model), form="tflite_dynamic")
 
     def quantize_static(self, model, observer, calibration):
-        return Quantized(*Q.static_int8(model, observer, list(calibration)))
+        return Quantized(*Q.static_int8(model, observer, list(calibration)), form="tflite_int8")
 
     def prepare_qat(self, model, calibration):
         return Q.prepare_qat(model, list(calibration))
@@ -69,21 +69,24 @@ class KerasBackend:
     qat_activation_ranges = staticmethod(Q.qat_activation_ranges)
 
     def convert_qat(self, prepared):
-        return Quantized(*Q.convert_qat(prepared))
+        return Quantized(*Q.convert_qat(prepared), form="tflite_int8")
 
     def reduced_precision(self, model):
-        return Quantized(*Q.float16(model))
+        return Quantized(*Q.float16(model), form="tflite_fp16")
 
     def fixed_point(self, model, bits, calibration):
         fixed, formats = Q.fixed_point_model(model, bits, list(calibration))
         kernels = [fixed.get_layer(name).kernel.numpy() for name in formats["weights"]]
         nonzero = sum(int(np.count_nonzero(k)) for k in kernels) + tflite.non_weight_nonzero(model)
         return Quantized(fixed, {"qmn_formats": formats, "quantized_weights": sum(k.size for k in kernels),
-                                 "params_nonzero": nonzero})
+                                 "params_nonzero": nonzero}, form="simulated")
 
     def measure_quantized(self, quantized, reference, ctx, cell):
         facts = dict(quantized.facts)
-        if isinstance(quantized.model, bytes):  # a flatbuffer: kept beside the run, measured on LiteRT
-            tflite.save(quantized.model, ctx, cell)
+        if isinstance(quantized.model, bytes):  # a flatbuffer: measured on LiteRT
             return tflite.measure(quantized.model, reference, ctx, **facts)
         return Q.keras_metrics(quantized.model, reference, ctx, **facts)
+
+    # artifacts
+    def save_artifacts(self, artifact, stem):
+        return artifacts.save(artifact, stem)

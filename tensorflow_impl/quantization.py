@@ -32,8 +32,7 @@ from shared import specs
 from shared.measure import model_row
 from shared.fixed_point import QFormat, fixed_point_round, qmn_format, tensor_format
 from . import models, tflite
-from .measure import artifact_sizes, cpu_latency
-from .train import evaluate
+from .measure import artifact_sizes, split_accuracy
 
 OBSERVERS = ("minmax", "histogram")
 HISTOGRAM_NOTE = "TFLite calibrates min/max only; histogram not available"
@@ -42,10 +41,6 @@ FLOAT16_NOTE = ("TFLite has no bfloat16 CPU kernels: float16 TFLite instead (flo
 
 
 # --- shared pieces ---------------------------------------------------------------------------------------
-
-def accuracy_on_test(model, ctx) -> float:
-    return evaluate(model, ctx.dataset.test, ctx.preset.recipe.eval_batch_size)[1]
-
 
 ACTIVATION_BITS = 8  # TFLite's int8 scheme: int8 activations (asymmetric), int8 per-channel weights
 
@@ -266,9 +261,10 @@ def fixed_point_model(model, bits: int, batches):
 
 def keras_metrics(run_model, baseline, ctx, *, params_nonzero: int, **extra) -> dict:
     """The shared row keys for a Keras model that is not a plain ``models.build`` network: counts from the
-    baseline (same network), accuracy, size and latency from ``run_model``."""
-    preset = ctx.preset
-    row = model_row(test_acc=accuracy_on_test(run_model, ctx), plan=baseline.plan, widths=baseline.widths,
+    baseline (same network), accuracy and size from ``run_model``."""
+    preset, bs = ctx.preset, ctx.preset.recipe.eval_batch_size
+    row = model_row(test_acc=split_accuracy(run_model, ctx.dataset.test, bs),
+                    val_acc=split_accuracy(run_model, ctx.dataset.val, bs), plan=baseline.plan, widths=baseline.widths,
                     params_total=models.count_params(baseline), params_nonzero=params_nonzero,
-                    sizes=artifact_sizes(run_model, preset.measure), latency=cpu_latency(run_model, preset.measure))
+                    sizes=artifact_sizes(run_model, preset.measure))
     return {**row, **extra}

@@ -11,9 +11,11 @@ FRAMEWORK = KerasBackend.name
 
 
 def configure_threads(threads: int) -> None:
-    """TensorFlow fixes its intra-op pool at first use; set it to the protocol's count before any op runs."""
+    """TensorFlow fixes its pools at first use: intra-op to the protocol's count, inter-op to 1 (its default
+    can oversubscribe 2 cores), before any op runs."""
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:  # already initialised (e.g. inside a test session): keep what is there
         pass
 
@@ -23,7 +25,14 @@ def environment(threads: int) -> dict:
     device = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "gpu") if gpus else "cpu"
     env = provenance.environment(FRAMEWORK, device, threads)
     env["intra_op_threads"] = tf.config.threading.get_intra_op_parallelism_threads()
+    env["inter_op_threads"] = tf.config.threading.get_inter_op_parallelism_threads()
     return env
+
+
+def timing_backend(threads: int):
+    from .timing import KerasTiming
+
+    return KerasTiming(threads)
 
 
 def run(preset, out_dir, **kwargs) -> list[dict]:

@@ -27,7 +27,6 @@ parameters (folded into the ops, not removed), as the PyTorch quantized rows cou
 from __future__ import annotations
 
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,8 +36,7 @@ import tf_keras as keras
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 
-from shared import specs
-from shared.measure import MeasureProtocol, file_sizes, latency_stats, model_row
+from shared.measure import MeasureProtocol, file_sizes, model_row
 from . import models
 from .train import normalise
 
@@ -64,14 +62,6 @@ def representative_dataset(batches):
                 yield [image[None]]
 
     return generate
-
-
-def save(content: bytes, ctx, cell) -> Path:
-    """Keep a row's flatbuffer next to the run's checkpoints (for inspection and later benchmarks)."""
-    path = Path(ctx.out_dir) / "tflite" / f"{cell.id}.tflite"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(content)
-    return path
 
 
 def convert(model, mode: str, representative=None) -> bytes:
@@ -198,13 +188,15 @@ class LiteModel:
         return np.clip(np.round(x / scale) + zero, info.min, info.max).astype(self.input["dtype"])
 
     def run(self, prepared: np.ndarray) -> np.ndarray:
-        """Raw output tensor for an already prepared input (what latency times)."""
+        """Raw output tensor for an already prepared input."""
         self.resize(len(prepared))
         self.interpreter.set_tensor(self.input["index"], prepared)
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self.output_index)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
+        """Float logits of normalised float images: input quantization and output dequantization included,
+        which is also what the timing pass times (float in, float out, as PyTorch's int8 graph is called)."""
         out = self.run(self.prepare(x))
         details = self.interpreter.get_output_details()[0]
         if details["dtype"] == np.float32:
@@ -230,24 +222,6 @@ def accuracy(lite: LiteModel, split, batch_size: int) -> float:
     return float((predict_logits(lite, split.x, batch_size).argmax(1) == split.y).mean())
 
 
-def cpu_latency(lite: LiteModel, protocol: MeasureProtocol) -> dict[str, float]:
-    """Median/p90 of set_tensor + invoke + get_tensor, the input already in the model's dtype (a
-    deployed int8 model is fed int8), on the same random input as the Keras latency."""
-    out = {}
-    for bs in protocol.latency_batch_sizes:
-        x = np.random.default_rng(0).standard_normal((bs, specs.INPUT_HW, specs.INPUT_HW, 3), np.float32)
-        prepared = lite.prepare(x)
-        for _ in range(protocol.warmup):
-            lite.run(prepared)
-        times = []
-        for _ in range(protocol.repeats):
-            t0 = time.perf_counter()
-            lite.run(prepared)
-            times.append(time.perf_counter() - t0)
-        out.update(latency_stats(times, bs))
-    return out
-
-
 def artifact_sizes(content: bytes, protocol: MeasureProtocol) -> dict[str, int]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.tflite"
@@ -255,23 +229,14 @@ def artifact_sizes(content: bytes, protocol: MeasureProtocol) -> dict[str, int]:
         return file_sizes(path, protocol.gzip_level)
 
 
-def fp32_reference_latency(model, protocol: MeasureProtocol) -> dict[str, float]:
-    """Latency of ``model`` as a plain fp32 flatbuffer on the same runtime, under ``fp32_tflite_*`` keys.
-
-    A converted row's speedup is then runtime-for-runtime (int8 TFLite over fp32 TFLite), as PyTorch's int8
-    rows compare with its fp32 eager baseline; the Keras baseline row itself is timed through TensorFlow.
-    """
-    lite = LiteModel(convert(model, "fp32"), protocol.threads)
-    return {f"fp32_tflite_{k}": v for k, v in cpu_latency(lite, protocol).items()}
-
-
 def measure(content: bytes, baseline, ctx, **extra) -> dict:
-    """The row of a converted model: accuracy and latency on LiteRT, counts from the baseline's spec, and
-    the fp32 flatbuffer's latency of the same network as the speedup reference."""
-    preset = ctx.preset
+    """The row of a converted model: accuracy on LiteRT, counts from the baseline's spec (latency: the
+    timing pass, against the fp32 flatbuffer of the baseline on the same runtime)."""
+    preset, bs = ctx.preset, ctx.preset.recipe.eval_batch_size
     lite = LiteModel(content, preset.measure.threads)
-    row = model_row(test_acc=accuracy(lite, ctx.dataset.test, preset.recipe.eval_batch_size), plan=baseline.plan,
-                    params_total=models.count_params(baseline), params_nonzero=params_nonzero(content, baseline),
-                    sizes=artifact_sizes(content, preset.measure), latency=cpu_latency(lite, preset.measure),
+    row = model_row(test_acc=accuracy(lite, ctx.dataset.test, bs),
+                    val_acc=accuracy(lite, ctx.dataset.val, bs) if len(ctx.dataset.val) else None,
+                    plan=baseline.plan, params_total=models.count_params(baseline),
+                    params_nonzero=params_nonzero(content, baseline), sizes=artifact_sizes(content, preset.measure),
                     widths=baseline.widths)
-    return {**row, **fp32_reference_latency(baseline, preset.measure), **extra}
+    return {**row, **extra}

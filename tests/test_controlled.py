@@ -10,7 +10,7 @@ from pytorch_impl import models as tm
 from pytorch_impl import weights as tw
 from shared import state as neutral
 from shared.cli import suite_main
-from shared.presets import get_preset
+from shared.presets import fingerprint, get_preset
 from shared import techniques
 from shared.drivers.baseline import baseline
 from shared.drivers.common import load_baseline
@@ -34,8 +34,9 @@ def test_controlled_cells_are_marked_and_have_their_own_ids():
 def test_controlled_checkpoints_never_overwrite_the_independent_ones(tmp_path):
     plain = RunContext(preset=get_preset("smoke"), out_dir=tmp_path)
     ctrl = RunContext(preset=get_preset("smoke"), out_dir=tmp_path, controlled=True)
-    assert ctrl.checkpoint_path("keras", "vgg16", 0).name == "keras-controlled__vgg16__baseline__s0.safetensors"
-    assert plain.checkpoint_path("keras", "vgg16", 0).name == "keras__vgg16__baseline__s0.safetensors"
+    fp = fingerprint(get_preset("smoke"))
+    assert ctrl.checkpoint_path("keras", "vgg16", 0).name == f"keras-controlled__vgg16__baseline__{fp}__s0.safetensors"
+    assert plain.checkpoint_path("keras", "vgg16", 0).name == f"keras__vgg16__baseline__{fp}__s0.safetensors"
     # the source's checkpoint is the same file in both modes: that is what controlled cells start from
     assert ctrl.checkpoint_path("pytorch", "vgg16", 0) == plain.checkpoint_path("pytorch", "vgg16", 0)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import http.server
 import io
 import pickle
@@ -18,7 +19,10 @@ import pytest
 
 from shared import data
 
-REAL_DIR = Path("/work/shared/datasets/cifar-10-batches-py")
+# The real CIFAR-10: $CIFAR10_DIR when set (read at import, before the autouse fixture below hides it from the
+# other tests; set but wrong is a failure, not a skip), else ../shared/datasets beside the checkout.
+ENV_REAL_DIR = os.environ.get("CIFAR10_DIR")
+SIBLING_REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / data.FOLDER
 
 
 @pytest.fixture(autouse=True)
@@ -344,10 +348,21 @@ def test_synthetic_is_learnable():
 # ---------------------------------------------------------------------------------------- real data
 
 
+def real_dir() -> Path:
+    if ENV_REAL_DIR:
+        path = Path(ENV_REAL_DIR)
+        if not path.is_dir():
+            pytest.fail(f"CIFAR10_DIR={ENV_REAL_DIR} is set but is not a directory: point it at the "
+                        f"cifar-10-batches-py folder, or unset it to use {SIBLING_REAL_DIR}")
+        return path
+    if not SIBLING_REAL_DIR.is_dir():
+        pytest.skip(f"no real CIFAR-10: CIFAR10_DIR is unset and {SIBLING_REAL_DIR} is absent")
+    return SIBLING_REAL_DIR
+
+
 @pytest.mark.real_data
-@pytest.mark.skipif(not REAL_DIR.is_dir(), reason=f"{REAL_DIR} not present")
 def test_real_cifar10():
-    ds = data.load_cifar10(REAL_DIR, val_size=5000, download=False)
+    ds = data.load_cifar10(real_dir(), val_size=5000, download=False)
     assert (len(ds.train), len(ds.val), len(ds.test)) == (45000, 5000, 10000)
     assert np.bincount(ds.train.y).tolist() == [4500] * 10
     assert np.bincount(ds.val.y).tolist() == [500] * 10

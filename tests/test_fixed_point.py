@@ -15,11 +15,11 @@ from shared import data as data_mod, specs
 from shared.drivers import REGISTRY
 from shared.drivers.common import calibration_batches, load_baseline
 from shared.fixed_point import QFormat, fixed_point_round, qmn_format, tensor_format
-from shared.measure import METRIC_COLUMNS
+from shared.measure import MODEL_COLUMNS
 from shared.runner import Cell
 
 ARCHS = ("vgg16", "resnet18")
-ROW_KEYS = {k for k in METRIC_COLUMNS if not k.startswith("train_")} | {"widths"}
+ROW_KEYS = set(MODEL_COLUMNS) | {"widths"}
 
 
 # --- the framework side, behind one small adapter each -----------------------------------------------------

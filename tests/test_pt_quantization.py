@@ -17,12 +17,12 @@ from pytorch_impl.measure import artifact_sizes
 from shared import provenance, specs
 from shared.drivers import REGISTRY
 from shared.drivers.common import calibration_batches, load_baseline
-from shared.measure import METRIC_COLUMNS, MeasureProtocol
+from shared.measure import MODEL_COLUMNS, MeasureProtocol
 from shared.protocols import budget_figures, budget_steps
 from shared.runner import Cell
 
 ARCHS = ("vgg16", "resnet18")
-ROW_KEYS = {k for k in METRIC_COLUMNS if not k.startswith("train_")} | {"widths"}
+ROW_KEYS = set(MODEL_COLUMNS) | {"widths"}
 STATIC = {"observer": "histogram", "calibration_images": 32}  # the int8_static cell the row tests use
 # torch.ao.quantization warns on every prepare/convert that it is deprecated in favour of torchao (see
 # pytorch_impl.quantization's docstring for why it is still the path here); the tests expect it, not hide it

@@ -174,3 +174,90 @@ def test_both_suites_record_the_same_budgets(pytorch_run, keras_run):
     assert torch_rows.keys() == keras_rows.keys()
     for key, row in torch_rows.items():
         assert row.get("budget") == keras_rows[key].get("budget"), key
+
+
+# ---- artifacts and the timing pass over a whole smoke run -------------------------------------------------
+
+QUANTIZED_KERAS = {"int8_dynamic", "int8_static", "int8_qat", "bf16", "pipeline_kd_filter_int8",
+                   "pipeline_prune_int8"}
+
+
+def _expected_runtimes(row) -> set[str]:
+    if row["technique"] == "sensitivity":
+        return set()  # an analysis: no model, nothing to time
+    if row["technique"] == "fixed_point":
+        return {"none"}  # simulated: saved, never timed
+    if row["framework"] == "pytorch":
+        return {"pytorch-eager"}
+    return {"litert"} if row["technique"] in QUANTIZED_KERAS else {"tensorflow", "litert"}
+
+
+def test_every_measured_row_saved_its_model_as_an_artifact(run):
+    adir = run["out_dir"] / "artifacts"
+    for row in run["rows"]:
+        if row["technique"] == "sensitivity":  # an analysis: no model of its own
+            assert "artifact" not in row
+            continue
+        sidecar = json.loads((adir / f"{row['cell_id']}.json").read_text())
+        assert sidecar == row["artifact"] and sidecar["widths"] == row["widths"], row["cell_id"]
+        assert set(sidecar["runtimes"]) == _expected_runtimes(row), row["cell_id"]
+        assert all((adir / e["file"]).stat().st_size > 0 for e in sidecar["runtimes"].values())
+
+
+def test_the_artifact_is_the_measured_model(run):
+    """Reloaded from its files alone, the artifact scores the row's own test accuracy (a Keras float model's
+    fp32 flatbuffer within two test images of it: TFLite's kernels round differently)."""
+    import torch
+
+    from shared.runner import load_dataset
+
+    test = load_dataset(PRESET).test
+    adir = run["out_dir"] / "artifacts"
+    checked = 0
+    for row in run["rows"]:
+        if row["technique"] not in ("baseline", "prune_global", "int8_static", "filter_uniform"):
+            continue
+        runtimes = row["artifact"]["runtimes"]
+        if row["framework"] == "pytorch":
+            from pytorch_impl import artifacts as pa
+            from pytorch_impl.train import evaluate
+
+            acc = evaluate(pa.load(row["artifact"], adir), test, 128, device=torch.device("cpu"))[1]
+            assert acc == pytest.approx(row["test_acc"], abs=1e-9), row["cell_id"]
+        else:
+            from tensorflow_impl import artifacts as ka, tflite
+            from tensorflow_impl.train import evaluate
+
+            lite = tflite.accuracy(ka.runner(row["artifact"], "litert", adir, threads=2).lite, test, 128)
+            if "tensorflow" in runtimes:
+                keras_model = ka.KerasRunner(adir / runtimes["tensorflow"]["file"]).model
+                assert evaluate(keras_model, test, 128)[1] == pytest.approx(row["test_acc"], abs=1e-9)
+                assert abs(lite - row["test_acc"]) <= 2 / len(test) + 1e-9, row["cell_id"]
+            else:
+                assert lite == pytest.approx(row["test_acc"], abs=1e-9), row["cell_id"]
+        checked += 1
+    assert checked >= 6
+
+
+def test_the_timing_pass_times_every_artifact_against_its_baseline(run):
+    from shared import timing
+    from shared.measure import MeasureProtocol
+
+    framework = run["rows"][0]["framework"]
+    if framework == "pytorch":
+        from pytorch_impl.suite import timing_backend
+    else:
+        from tensorflow_impl.suite import timing_backend
+    quiet = {"others_cpu": 0.0, "loadavg_1m": 0.0, "study_processes": [], "cpu_count": 2}
+    protocol = MeasureProtocol(warmup=1, repeats=3, latency_batch_sizes=(1, 8))
+    timing.run_timing(timing_backend(2), run["out_dir"], protocol, log=lambda _: None, load_probe=lambda: quiet)
+    timings = timing.read_timings(run["out_dir"])
+    for row in run["rows"]:
+        for runtime in _expected_runtimes(row) - {"none"}:
+            entry = timings[row["cell_id"]]["runtimes"][runtime]
+            assert entry["reference"] == row["artifact"]["reference"], row["cell_id"]
+            assert entry["speedup_b8"] > 0 and entry["latency_b1_ms_median"] > 0 and not entry["contended"]
+            lo, hi = entry["speedup_b8_ci95"]
+            assert lo <= entry["speedup_b8"] <= hi
+        if row["technique"] == "baseline":
+            assert all(e["speedup_b1"] == 1.0 for e in timings[row["cell_id"]]["runtimes"].values())

@@ -157,3 +157,60 @@ def test_killed_pytorch_run_resumes(tmp_path):
     assert sorted((r["arch"], r["technique"]) for r in rows) == [("resnet18", "baseline"), ("vgg16", "baseline")]
     assert all(r["status"] == "ok" for r in rows)
     assert {n: (out / "rows" / n).stat().st_mtime_ns for n in done} == {n: stamps[n] for n in done}
+
+
+# ---- configuration fingerprints: a run never reuses another configuration's rows or checkpoints ----------
+
+def test_fingerprint_tracks_what_changes_a_result_and_ignores_which_cells_run():
+    from dataclasses import replace
+
+    from shared.presets import fingerprint
+
+    smoke = get_preset("smoke")
+    assert fingerprint(smoke) == fingerprint(get_preset("smoke")) and len(fingerprint(smoke)) == 8
+    assert fingerprint(replace(smoke, seeds=(0, 1, 2))) == fingerprint(smoke)  # more seeds: same cells reused
+    assert fingerprint(replace(smoke, archs=("vgg16",))) == fingerprint(smoke)
+    changed = [replace(smoke, width=0.125), replace(smoke, recipe=replace(smoke.recipe, lr=0.01)),
+               replace(smoke, protocol=replace(smoke.protocol, sparsities=(0.5,))),
+               replace(smoke, measure=replace(smoke.measure, repeats=5)), replace(smoke, val_size=10),
+               replace(smoke, name="other")]
+    assert len({fingerprint(p) for p in changed} | {fingerprint(smoke)}) == len(changed) + 1
+
+
+def test_quick_over_a_smoke_directory_reuses_nothing(tmp_path, use_drivers):
+    """The stale-cache bug: a quick run on a directory of smoke rows skipped the quick baseline as done."""
+    from shared.runner import RunContext
+
+    smoke, quick = get_preset("smoke"), get_preset("quick")
+    use_drivers(fake_driver([]))
+    run_suite(FAKE, smoke, tmp_path, **ONLY_BASELINE)
+    calls = []
+    use_drivers(fake_driver(calls))
+    rows = run_suite(FAKE, quick, tmp_path, **ONLY_BASELINE)
+    assert calls == list(quick.archs) and all(r["status"] == "ok" for r in rows)  # nothing skipped
+    assert len(results.read_rows(tmp_path)) == 2 * len(smoke.archs)
+    smoke_ids = {c.id for c in plan_cells("pytorch", smoke)}
+    assert not smoke_ids & {c.id for c in plan_cells("pytorch", quick)}
+    a, b = (RunContext(preset=p, out_dir=tmp_path).checkpoint_path("pytorch", "vgg16", 0) for p in (smoke, quick))
+    assert a != b and a.parent == b.parent
+
+
+def test_cell_ids_carry_the_fingerprint():
+    from shared.presets import fingerprint
+
+    (cell,) = [c for c in plan_cells("pytorch", get_preset("smoke"), techniques=("baseline",)) if c.arch == "vgg16"]
+    assert cell.fingerprint == fingerprint(get_preset("smoke"))
+    assert cell.id.endswith(f"__{cell.fingerprint}__s0")
+    with pytest.raises(ValueError, match="fingerprint"):
+        results.cell_id("pytorch", "vgg16", "baseline", {}, 0, "")
+
+
+def test_duplicate_rows_of_one_cell_are_found(tmp_path, use_drivers):
+    use_drivers(fake_driver([]))
+    run_suite(FAKE, get_preset("smoke"), tmp_path / "a", **ONLY_BASELINE)
+    import shutil
+
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    dups = results.duplicate_rows(tmp_path)
+    assert len(dups) == 2 and all(len(p) == 2 for p in dups.values())
+    assert results.duplicate_rows(tmp_path / "a") == {}

@@ -74,11 +74,22 @@ def recalibrate_bn(backend, model, ctx) -> int:
 
 
 def measured(backend, model, ctx, **extra) -> dict:
-    """A result row's metrics: the shared measurement protocol plus the model's width spec."""
+    """A result row's metrics: the shared measurement protocol plus the model's width spec.
+
+    The model measured last by a driver is its cell's model (pipelines measure their stages first and their
+    output last): the runner saves it as the cell's artifact (``shared.artifacts``) for the timing pass."""
     preset = ctx.preset
     row = backend.measure(model, ctx.dataset, preset.measure, preset.recipe.eval_batch_size)
     row["widths"] = list(model.widths)
     row.update(extra)
+    ctx.measured_model = model
+    return row
+
+
+def measured_quantized(backend, quantized, reference, ctx, cell, **extra) -> dict:
+    """``measured`` for a backend's quantized or reduced-precision model (``shared.backend.Quantized``)."""
+    row = {**backend.measure_quantized(quantized, reference, ctx, cell), **extra}
+    ctx.measured_model = quantized
     return row
 
 

@@ -9,7 +9,7 @@ from ..filter_rule import uniform_layer_ratios
 from ..kd import KD_STUDENT, cell_student_width
 from ..measure import stage_summary
 from . import distill, unstructured
-from .common import finetune, finetune_extras, measured
+from .common import finetune, finetune_extras, measured, measured_quantized
 from .quantization import static_int8
 from .structured import prune_and_recalibrate
 
@@ -25,7 +25,7 @@ def _student(backend, ctx, cell):
 
 
 def _int8(backend, model, ctx, cell) -> dict:
-    return backend.measure_quantized(static_int8(backend, model, ctx, cell), model, ctx, cell)
+    return measured_quantized(backend, static_int8(backend, model, ctx, cell), model, ctx, cell)
 
 
 def pipeline_kd_filter_int8(backend, ctx, cell) -> dict:

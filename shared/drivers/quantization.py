@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from .common import accuracy, calibration_batches, finetune, finetune_extras, load_baseline
+from .common import accuracy, calibration_batches, finetune, finetune_extras, load_baseline, measured_quantized
 
 
 def _calibration(ctx, n_images: int):
@@ -25,13 +25,13 @@ def static_int8(backend, model, ctx, cell):
 
 def int8_dynamic(backend, ctx, cell) -> dict:
     baseline = load_baseline(backend, ctx, cell)
-    return backend.measure_quantized(backend.quantize_dynamic(baseline), baseline, ctx, cell)
+    return measured_quantized(backend, backend.quantize_dynamic(baseline), baseline, ctx, cell)
 
 
 def int8_static(backend, ctx, cell) -> dict:
     baseline = load_baseline(backend, ctx, cell)
-    row = backend.measure_quantized(static_int8(backend, baseline, ctx, cell), baseline, ctx, cell)
-    return {**row, "fp32_test_acc": accuracy(backend, baseline, ctx, "test")}
+    return measured_quantized(backend, static_int8(backend, baseline, ctx, cell), baseline, ctx, cell,
+                              fp32_test_acc=accuracy(backend, baseline, ctx, "test"))
 
 
 def int8_qat(backend, ctx, cell) -> dict:
@@ -41,14 +41,14 @@ def int8_qat(backend, ctx, cell) -> dict:
     stats = finetune(backend, ctx, cell, prepared, ctx.preset.protocol.qat_budget, "int8_qat")
     quantized = backend.convert_qat(prepared)
     quantized.facts.update(calibration_images=n_images)
-    row = backend.measure_quantized(quantized, baseline, ctx, cell)
-    return {**row, "fp32_test_acc": accuracy(backend, baseline, ctx, "test"), **finetune_extras(stats)}
+    return measured_quantized(backend, quantized, baseline, ctx, cell,
+                              fp32_test_acc=accuracy(backend, baseline, ctx, "test"), **finetune_extras(stats))
 
 
 def bf16(backend, ctx, cell) -> dict:
     """The framework's reduced-precision float path on this CPU (bf16 autocast; float16 TFLite in Keras)."""
     baseline = load_baseline(backend, ctx, cell)
-    return backend.measure_quantized(backend.reduced_precision(baseline), baseline, ctx, cell)
+    return measured_quantized(backend, backend.reduced_precision(baseline), baseline, ctx, cell)
 
 
 def fixed_point(backend, ctx, cell) -> dict:
@@ -61,8 +61,8 @@ def fixed_point(backend, ctx, cell) -> dict:
     weights = quantized.facts.pop("quantized_weights")
     quantized.facts.update(bits=bits, simulated=True, calibration_images=n_images,
                            fixed_point_weight_bytes=math.ceil(weights * bits / 8))
-    row = backend.measure_quantized(quantized, baseline, ctx, cell)
-    return {**row, "fp32_test_acc": accuracy(backend, baseline, ctx, "test")}
+    return measured_quantized(backend, quantized, baseline, ctx, cell,
+                              fp32_test_acc=accuracy(backend, baseline, ctx, "test"))
 
 
 REGISTRY = {"int8_dynamic": int8_dynamic, "int8_static": int8_static, "int8_qat": int8_qat, "bf16": bf16,

@@ -10,7 +10,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..results import read_rows
+from ..results import duplicate_rows, read_rows
+from ..timing import read_timings
+from .latency import attach_timings
 from .compose import build_blocks
 from .doc import to_markdown
 from .export import write_results_csv
@@ -20,28 +22,39 @@ __all__ = ["write_report"]
 TITLE = "CNN compression: PyTorch vs Keras on CIFAR-10"
 
 
-def write_report(out_dir) -> Path:
-    """Write DIR/report/ from the rows under DIR; return the path of REPORT.md."""
+def write_report(out_dir, fingerprint: str | None = None) -> Path:
+    """Write DIR/report/ from the rows (and the timing pass's timings) under DIR; return REPORT.md's path.
+
+    ``fingerprint``: which configuration to report when DIR holds several (default: the one with most rows).
+    """
     out_dir = Path(out_dir)
+    duplicates = duplicate_rows(out_dir)
+    if duplicates:
+        cid, paths = next(iter(duplicates.items()))
+        raise ValueError(
+            f"{len(duplicates)} cells have more than one row under {out_dir}, e.g. {cid} at "
+            f"{', '.join(str(p) for p in paths)}: two copies of one run would count one seed twice. Report one "
+            f"copy (its own directory), or remove the duplicate.")
     rows = read_rows(out_dir)
     if not rows:
         raise FileNotFoundError(
             f"no result rows under {out_dir}: run `python -m shared run --preset P --out {out_dir}` first")
+    rows = attach_timings(rows, read_timings(out_dir))
     final = out_dir / "report"
     tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=out_dir))
     tmp.chmod(0o755)  # mkdtemp makes it private; the report is meant to be read by anyone
     try:
-        _build(rows, tmp)
+        _build(rows, tmp, fingerprint)
         _swap(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # only left when building failed
     return final / "REPORT.md"
 
 
-def _build(rows: list[dict], into: Path) -> None:
+def _build(rows: list[dict], into: Path, fingerprint: str | None) -> None:
     figures_dir = into / "figures"
     figures_dir.mkdir()
-    blocks, cells = build_blocks(rows, figures_dir, TITLE)
+    blocks, cells = build_blocks(rows, figures_dir, TITLE, fingerprint)
     (into / "REPORT.md").write_text(to_markdown(blocks))
     (into / "report.html").write_text(to_html(blocks, figures_dir, TITLE))
     write_results_csv(cells, into / "results.csv")

@@ -9,6 +9,7 @@ import pandas as pd
 from ..measure import METRIC_COLUMNS
 from ..techniques import TECHNIQUES
 from ..tolerances import CHOSEN_MAX_ACCURACY_DROP
+from . import stats
 
 FRAMEWORKS = ("pytorch", "keras")
 FRAMEWORK_NAMES = {"pytorch": "PyTorch", "keras": "Keras"}
@@ -57,13 +58,14 @@ def cell_frame(rows: list[dict]) -> pd.DataFrame:
     recs = []
     for r in rows:
         s = r.get("settings") or {}
-        rec = {k: r.get(k) for k in ("cell_id", "framework", "arch", "technique", "seed", "preset", "status")}
+        rec = {k: r.get(k) for k in ("cell_id", "framework", "arch", "technique", "seed", "preset", "status",
+                                     "runtime")}
         rec.update(settings=s, settings_key=settings_key(s), label=settings_label(s), controlled=is_controlled(r),
                    level=compression_level(plain_settings(s)), order=order.get(r.get("technique"), len(order)),
                    fw_i=_index(FRAMEWORKS, r.get("framework")), arch_i=_index(tuple(ARCH_NAMES), r.get("arch")), row=r)
         rec.update({m: r.get(m) for m in (*METRIC_COLUMNS, "wall_time_s")})
         recs.append(rec)
-    df = pd.DataFrame(recs, columns=[*POINT_KEYS[:3], "cell_id", "seed", "preset", "status", "settings",
+    df = pd.DataFrame(recs, columns=[*POINT_KEYS[:3], "cell_id", "seed", "preset", "status", "runtime", "settings",
                                      "settings_key", "label", "controlled", "level", "order", "fw_i", "arch_i", "row",
                                      *METRIC_COLUMNS, "wall_time_s"])
     for m in (*METRIC_COLUMNS, "wall_time_s"):
@@ -78,17 +80,25 @@ def _index(seq, value) -> int:
 
 
 def point_frame(cells: pd.DataFrame) -> pd.DataFrame:
-    """Successful cells with a test accuracy, averaged over seeds: acc mean/std/n, other metrics' means."""
+    """Successful cells with a test accuracy, over seeds: accuracy mean, sample std, n and 95% CI half-width;
+    other metrics' means; a speedup's CI spans its seeds' CIs (lowest lo, highest hi) and its noise is the
+    largest A/A spread among them."""
     ok = cells[(cells.status == "ok") & cells.test_acc.notna()]
     metrics = list(METRIC_COLUMNS)
     if ok.empty:
-        return pd.DataFrame(columns=[*POINT_KEYS, "label", "settings", "level", "order", "fw_i", "arch_i", "n",
-                                     "acc_std", "rows", *metrics])
+        return pd.DataFrame(columns=[*POINT_KEYS, "label", "settings", "level", "order", "fw_i", "arch_i", "runtime",
+                                     "n", "acc_std", "acc_ci95", "val_std", "rows", *metrics])
     g = ok.groupby(POINT_KEYS, sort=False, dropna=False)
     out = g[metrics].mean()
+    for b in (1, 64):
+        out[f"speedup_b{b}_lo"] = g[f"speedup_b{b}_lo"].min()
+        out[f"speedup_b{b}_hi"] = g[f"speedup_b{b}_hi"].max()
+        out[f"noise_b{b}"] = g[f"noise_b{b}"].max()
     out["acc_std"] = g.test_acc.std(ddof=1)  # NaN for one seed: shown as no spread, not as zero spread
+    out["val_std"] = g.val_acc.std(ddof=1)
     out["n"] = g.size()
-    for col in ("label", "settings", "level", "order", "fw_i", "arch_i"):
+    out["acc_ci95"] = [stats.ci_halfwidth(s, n) for s, n in zip(out.acc_std, out.n)]
+    for col in ("label", "settings", "level", "order", "fw_i", "arch_i", "runtime"):
         out[col] = g[col].first()
     out["rows"] = g.row.agg(list)
     return out.reset_index()
@@ -100,16 +110,24 @@ def baselines(points: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:
 
 
 def chosen(points: pd.DataFrame, base: dict) -> pd.DataFrame:
-    """Per (framework, arch, technique): the chosen operating point (rule in CHOSEN_RULE)."""
+    """Per (framework, arch, technique): the chosen operating point (rule in CHOSEN_RULE). Validation
+    accuracy only: the test set is reported, never used to choose."""
     picks = []
     independent = points[~points.controlled.astype(bool)]
     for (fw, arch, _tech), grp in independent.groupby(["framework", "arch", "technique"], sort=False):
         b = base.get((fw, arch))
-        within = grp if b is None else grp[b["test_acc"] - grp.test_acc <= CHOSEN_MAX_ACCURACY_DROP + 1e-9]
-        if len(within):  # most compressed within budget; equal compression: the more accurate
-            pick = within.sort_values(["level", "test_acc"], ascending=[False, False]).iloc[0]
+        has_val = grp[grp.val_acc.notna()]
+        if has_val.empty:  # nothing to choose on: the mildest setting, whatever its test accuracy
+            picks.append(grp.sort_values(["level", "settings_key"]).iloc[0])
+            continue
+        if b is None or not np.isfinite(b["val_acc"]):
+            within = has_val
+        else:
+            within = has_val[b["val_acc"] - has_val.val_acc <= CHOSEN_MAX_ACCURACY_DROP + 1e-9]
+        if len(within):  # most compressed within budget; equal compression: the more accurate on val
+            pick = within.sort_values(["level", "val_acc"], ascending=[False, False]).iloc[0]
         else:  # nothing within budget: the mildest setting
-            pick = grp.sort_values(["level", "test_acc"], ascending=[True, False]).iloc[0]
+            pick = has_val.sort_values(["level", "val_acc"], ascending=[True, False]).iloc[0]
         picks.append(pick)
     if not picks:
         return points.iloc[0:0]
@@ -117,16 +135,19 @@ def chosen(points: pd.DataFrame, base: dict) -> pd.DataFrame:
 
 
 CHOSEN_RULE = (
-    "**Chosen operating point.** For a technique with several settings (a sweep), the report shows the most "
-    "compressed setting (highest sparsity or filter ratio, fewest bits) whose mean test accuracy is within "
-    f"{CHOSEN_MAX_ACCURACY_DROP * 100:g} point of the same framework's baseline on the same architecture; if no "
-    "setting is, the mildest one (without a baseline: the most compressed). Settings that compress equally (observers, calibration sizes) are ranked by "
-    "accuracy. Accuracy is the mean over seeds (± sample std and n when there are several)."
+    "**Chosen operating point.** Chosen on the validation split, never on the test set: for a technique with "
+    "several settings (a sweep), the most compressed setting (highest sparsity or filter ratio, fewest bits) whose "
+    f"mean validation accuracy is within {CHOSEN_MAX_ACCURACY_DROP * 100:g} point of the same framework's baseline "
+    "on the same architecture; if no setting is, the mildest one (without a baseline: the most compressed). "
+    "Settings that compress equally (observers, calibration sizes) are ranked by validation accuracy. Test "
+    "accuracy is then only reported: the mean over seeds (± sample std, n and the 95% CI half-width when there "
+    "are several; one seed has no spread)."
 )
 
 
 def speedup(base_value, value) -> float:
-    """Baseline / value (latency speedup, MAC reduction); NaN when either is missing or zero."""
+    """Baseline / value (MAC reduction; latency speedups come from the timing pass, ``latency``); NaN when
+    either is missing or zero."""
     if base_value is None or value is None or not np.isfinite(base_value) or not np.isfinite(value) or value <= 0:
         return float("nan")
     return float(base_value) / float(value)

@@ -4,12 +4,15 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from ..config import from_jsonable
+from ..presets import fingerprint
 from . import figures
 from .cells import baselines, cell_frame, chosen, point_frame
 from .doc import Figure, Heading, Para
 from .findings import findings_section
 from .paper import paper_section
 from .provenance import provenance_section
+from .runtimes import runtimes_section
 from .style import figure_style, save
 from .tables import framework_pairs, headline_section, side_by_side_section
 
@@ -33,35 +36,54 @@ def figures_section(data: figures.Data, figures_dir: Path) -> list:
     return blocks
 
 
-def split_presets(rows: list[dict]) -> tuple[str, list[dict], list[dict]]:
-    """The preset with the most successful rows, its rows, and the rest.
+def row_fingerprint(row: dict) -> str:
+    """The configuration fingerprint of a row (``presets.fingerprint``; rows older than it: from their config)."""
+    if row.get("fingerprint"):
+        return row["fingerprint"]
+    try:
+        return fingerprint(from_jsonable(row["config"]))
+    except (KeyError, TypeError, ValueError):
+        return "unknown"
+
+
+def split_configs(rows: list[dict], wanted: str | None = None) -> tuple[str, list[dict], list[dict]]:
+    """One configuration's rows (``wanted``, else the one with the most successful rows), and the rest.
 
     One directory may hold several runs (read_rows searches recursively); averaging a smoke cell with a
-    quick one would mix widths and data, so the tables and figures cover one preset and say what they left out.
+    quick one, or a quick cell with one from a changed quick preset, would mix widths, data or recipes, so the
+    tables and figures cover one configuration fingerprint and say what they left out.
     """
-    counts = Counter(r.get("preset") for r in rows if r.get("status") == "ok") or Counter(r.get("preset") for r in rows)
-    main = counts.most_common(1)[0][0]
-    return main, [r for r in rows if r.get("preset") == main], [r for r in rows if r.get("preset") != main]
+    fps = [row_fingerprint(r) for r in rows]
+    if wanted is not None:
+        if wanted not in fps:
+            raise ValueError(f"no rows with configuration fingerprint {wanted!r}; present: {', '.join(sorted(set(fps)))}")
+        main = wanted
+    else:
+        counts = Counter(f for f, r in zip(fps, rows) if r.get("status") == "ok") or Counter(fps)
+        main = counts.most_common(1)[0][0]
+    return (main, [r for f, r in zip(fps, rows) if f == main], [r for f, r in zip(fps, rows) if f != main])
 
 
-def build_blocks(all_rows: list[dict], figures_dir: Path, title: str):
+def build_blocks(all_rows: list[dict], figures_dir: Path, title: str, fingerprint: str | None = None):
     """The report's blocks and the cell table of every row (results.csv lists them all)."""
-    preset, rows, others = split_presets(all_rows)
+    fp, rows, others = split_configs(all_rows, fingerprint)
+    preset = rows[0].get("preset")
     cells = cell_frame(rows)
     points = point_frame(cells)
     base = baselines(points)
     picks = chosen(points, base)
     pairs = framework_pairs(points)
     status = Counter(r.get("status") for r in rows)
-    intro = Para(f"Preset `{preset}`: {len(rows)} cells, {status.get('ok', 0)} ok, {status.get('failed', 0)} failed, "
+    intro = Para(f"Preset `{preset}` (configuration `{fp}`): {len(rows)} cells, {status.get('ok', 0)} ok, "
+                 f"{status.get('failed', 0)} failed, "
                  f"{status.get('not_implemented', 0)} not implemented. Accuracies are test-set percentages unless "
                  f"marked val. Generated from the result rows only (`python -m shared report`).")
-    left_out = Counter(str(r.get("preset")) for r in others)
-    left_text = [f"preset `{p}`: {n} row{'s' * (n != 1)} in the same directory, not in the tables or figures (one "
-                 f"preset per report; results.csv lists every row): report their own directory."
-                 for p, n in sorted(left_out.items())]
+    left_out = Counter((row_fingerprint(r), str(r.get("preset"))) for r in others)
+    left_text = [f"configuration `{f}` (preset `{p}`): {n} row{'s' * (n != 1)} in the same directory, not in the "
+                 f"tables or figures (one configuration per report; results.csv lists every row): report their own "
+                 f"directory, or pass `--fingerprint {f}`." for (f, p), n in sorted(left_out.items())]
     blocks = [Heading(title, 1), intro, *[Para(f"**Left out:** {t}") for t in left_text],
-              *headline_section(picks, base, cells),
+              *headline_section(picks, base, cells), *runtimes_section(cells, picks),
               *paper_section(points, picks, base),
               *side_by_side_section(pairs),
               *figures_section(figures.Data(cells, points, base), figures_dir),

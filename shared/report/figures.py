@@ -116,7 +116,7 @@ def sensitivity_bars(d: Data):
     return fig
 
 
-def _pareto(d: Data, col: str, scale, xlabel: str, log: bool):
+def _pareto(d: Data, col: str, scale, xlabel: str, log: bool, higher_better: bool = False):
     p = d.points[~d.points.controlled.astype(bool)].dropna(subset=["test_acc", col])
     if p.empty:
         return None
@@ -125,12 +125,12 @@ def _pareto(d: Data, col: str, scale, xlabel: str, log: bool):
     for j, arch in enumerate(archs):
         ax, sub = axes[0, j], p[p.arch == arch]
         for fw in _present(sub.framework, FRAMEWORKS):
-            s = sub[sub.framework == fw].sort_values([col, "test_acc"], ascending=[True, False])
+            s = sub[sub.framework == fw].sort_values([col, "test_acc"], ascending=[not higher_better, False])
             x, y = s[col].to_numpy() * scale, s.test_acc.to_numpy() * 100
             ax.scatter(x, y, c=[TECHNIQUE_COLORS.get(t, "grey") for t in s.technique], marker=FRAMEWORK_MARKERS[fw],
                        edgecolors=FRAMEWORK_COLORS[fw], linewidths=0.8, s=36, zorder=3)
-            front = y >= np.maximum.accumulate(y)  # no cheaper point is more accurate
-            ax.step(x[front], y[front], where="post", color=FRAMEWORK_COLORS[fw], dashes=FRAMEWORK_DASHES[fw] or
+            front = y >= np.maximum.accumulate(y)  # no cheaper (faster) point is more accurate
+            ax.step(x[front], y[front], where="pre" if higher_better else "post", color=FRAMEWORK_COLORS[fw], dashes=FRAMEWORK_DASHES[fw] or
                     (None, None), lw=1.4, zorder=2)
         if log:
             ax.set_xscale("log")
@@ -147,7 +147,8 @@ def pareto_size(d: Data):
 
 
 def pareto_latency(d: Data):
-    return _pareto(d, "latency_b1_ms_median", 1.0, "latency, batch 1 (ms, median)", False)
+    # a speedup, not a latency: each framework's models against its own fp32 baseline on its own runtime
+    return _pareto(d, "speedup_b1", 1.0, "batch-1 speedup over the fp32 baseline (same runtime)", True, True)
 
 
 def filter_rounds(d: Data):
@@ -274,7 +275,9 @@ FIGURES = (
          sensitivity_bars, "sensitivity rows"),
     Spec("pareto_size", "Pareto front: accuracy vs size", "Every operating point; colour: technique, marker: "
          "framework; the step line is each framework's Pareto front.", pareto_size, "rows with test metrics"),
-    Spec("pareto_latency", "Pareto front: accuracy vs latency", "As above against the batch-1 median latency.",
+    Spec("pareto_latency", "Pareto front: accuracy vs speedup",
+         "As above against the measured batch-1 speedup over the same framework's fp32 baseline on the same runtime "
+         "(PyTorch eager; Keras on LiteRT), log scale.",
          pareto_latency, "rows with test metrics"),
     Spec("filter_rounds", "Structured pruning rounds", "Iterative filter pruning: parameters, MACs and test accuracy "
          "after every prune + fine-tune round (round 0: the baseline).", filter_rounds, "filter_iterative rows"),

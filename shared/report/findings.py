@@ -14,6 +14,7 @@ from ..runner import plan_cells
 from . import fmt
 from .cells import ARCH_NAMES, FRAMEWORKS, PRUNE_UNSTRUCTURED, is_controlled, settings_label, speedup
 from .doc import Bullets, Heading, Para
+from .latency import BATCH_SIZES, NO_CHANGE, RUNTIME_NAMES, point_verdict
 from .paper import extra_mean
 
 
@@ -31,14 +32,31 @@ def no_effect(points: pd.DataFrame, chosen: pd.DataFrame, base: dict) -> list[st
                        f"{q / total:.1%} of the quantizable weights (< {tol.NOOP_QUANTIZED_FRACTION:.0%}; "
                        f"quantized_params {fmt.integer(q)} of {fmt.integer(total)}), accuracy "
                        f"{fmt.delta_pts(p['test_acc'], b['test_acc'] if b is not None else None)} pts.")
-    flat = defaultdict(list)
+    for bs in BATCH_SIZES:
+        flat = defaultdict(list)
+        for _, p in chosen[chosen.technique != "baseline"].iterrows():
+            if point_verdict(p, bs) == NO_CHANGE:
+                flat[(p["framework"], p["arch"], p["runtime"])].append(p["technique"])
+        out += [f"Batch-{bs} latency: no measurable change (95% CI contains 1, or within the A/A noise) on "
+                f"{fw}/{arch} ({RUNTIME_NAMES.get(rt, rt)}): {', '.join(techs)}."
+                for (fw, arch, rt), techs in flat.items()]
+    return out
+
+
+def _ci(p, bs) -> str:
+    return (f"{p[f'speedup_b{bs}']:.2f}× [{p[f'speedup_b{bs}_lo']:.2f}–{p[f'speedup_b{bs}_hi']:.2f}], "
+            f"A/A noise ±{p[f'noise_b{bs}']:.3f}")
+
+
+def measured_speedups(chosen: pd.DataFrame) -> list[str]:
+    """Chosen points that measurably changed speed (CI excludes 1 and the change exceeds the A/A noise)."""
+    out = []
     for _, p in chosen[chosen.technique != "baseline"].iterrows():
-        b = base.get((p["framework"], p["arch"]))
-        s = speedup(b["latency_b1_ms_median"], p["latency_b1_ms_median"]) if b is not None else np.nan
-        if np.isfinite(s) and abs(1 / s - 1) <= tol.NOOP_LATENCY_BAND:
-            flat[(p["framework"], p["arch"])].append(p["technique"])
-    out += [f"Batch-1 latency within ±{tol.NOOP_LATENCY_BAND:.0%} of the baseline (no measurable speed change) on "
-            f"{fw}/{arch}: {', '.join(techs)}." for (fw, arch), techs in flat.items()]
+        for bs in BATCH_SIZES:
+            v = point_verdict(p, bs)
+            if v in ("faster", "slower"):
+                out.append(f"{_who(p)} is measurably {v} at batch {bs} on {RUNTIME_NAMES.get(p['runtime'])}: "
+                           f"{_ci(p, bs)}.")
     return out
 
 
@@ -48,18 +66,55 @@ def latency_vs_macs(points: pd.DataFrame, base: dict) -> list[str]:
         b = base.get((p["framework"], p["arch"]))
         if b is None:
             continue
-        s, m = speedup(b["latency_b1_ms_median"], p["latency_b1_ms_median"]), speedup(b["macs"], p["macs"])
-        if m >= tol.MAC_REDUCTION_NOTABLE and s < tol.SPEEDUP_EXPECTED:
+        m, hi = speedup(b["macs"], p["macs"]), p["speedup_b1_hi"]  # the upper CI bound: a noisy gain still counts
+        if m >= tol.MAC_REDUCTION_NOTABLE and np.isfinite(hi) and hi < tol.SPEEDUP_EXPECTED:
             out.append(f"Latency did not follow MACs: {_who(p)} cut MACs {m:.2f}× but batch-1 latency only "
-                       f"{s:.2f}× (< {tol.SPEEDUP_EXPECTED}×).")
-        if p["technique"] in PRUNE_UNSTRUCTURED and np.isfinite(s) and s < tol.SPEEDUP_EXPECTED:
-            sparse[(p["framework"], p["arch"])].append((p["technique"], p["settings"].get("sparsity"), s))
-    for (fw, arch), pts in sparse.items():
-        techs = ", ".join(dict.fromkeys(t for t, _, _ in pts))
-        out.append(f"Unstructured sparsity gave no latency gain on {fw}/{arch} ({techs}; sparsity up to "
-                   f"{max(sp or 0 for _, sp, _ in pts):g}): best batch-1 speedup {max(s for _, _, s in pts):.2f}× "
-                   f"(< {tol.SPEEDUP_EXPECTED}×; dense kernels still multiply the zeros).")
+                       f"{_ci(p, 1)} (the CI stays below {tol.SPEEDUP_EXPECTED}×).")
+        if p["technique"] in PRUNE_UNSTRUCTURED:
+            sparse[(p["framework"], p["arch"], p["runtime"])].append(p)
+    for (fw, arch, rt), pts in sparse.items():
+        for bs in BATCH_SIZES:
+            verdicts = [(q, point_verdict(q, bs)) for q in pts]
+            timed = [(q, v) for q, v in verdicts if v is not None]
+            if not timed:
+                continue
+            changed = [(q, v) for q, v in timed if v != NO_CHANGE]
+            where = f"{fw}/{arch} ({RUNTIME_NAMES.get(rt, rt)}), batch {bs}"
+            if not changed:
+                lo = min(q[f"speedup_b{bs}"] for q, _ in timed)
+                hi = max(q[f"speedup_b{bs}"] for q, _ in timed)
+                out.append(f"Unstructured sparsity: no measurable change on {where}: all {len(timed)} points "
+                           f"within their CI or the A/A noise (speedups {lo:.2f}–{hi:.2f}×; dense kernels still "
+                           f"multiply the zeros).")
+            else:
+                listed = "; ".join(f"{_who(q)} {v} {_ci(q, bs)}" for q, v in changed)
+                out.append(f"Unstructured sparsity on {where}: {len(changed)} of {len(timed)} points measurably "
+                           f"changed speed: {listed}.")
     return out
+
+
+def timing_gaps(cells: pd.DataFrame) -> list[str]:
+    """Rows without a usable latency: never timed, or timed under contention (shown as missing)."""
+    ok = cells[cells.status == "ok"]
+    timed = set(ok[ok.latency_b1_ms_median.notna()].cell_id)
+    contended = [(c["cell_id"], rt) for _, c in ok.iterrows()
+                 for rt, e in (c["row"].get("timings") or {}).items() if e.get("contended")]
+    untimed = [c["cell_id"] for _, c in ok.iterrows() if c["cell_id"] not in timed
+               and not any(cid == c["cell_id"] for cid, _ in contended)
+               and any(k != "none" for k in ((c["row"].get("artifact") or {}).get("runtimes") or {}))]
+    out = []
+    if untimed:
+        out.append(f"No timing for {_count(untimed, 'row')} with artifacts: run `python -m shared time OUT` on a quiet "
+                   f"machine ({', '.join(f'`{c}`' for c in untimed[:5])}{' …' if len(untimed) > 5 else ''}).")
+    if contended:
+        out.append(f"Timed while other processes used the CPU (marked contended; their latencies are left out, rerun "
+                   f"`python -m shared time OUT --retime` on a quiet machine): "
+                   f"{', '.join(f'`{c}` on {RUNTIME_NAMES.get(rt, rt)}' for c, rt in contended)}.")
+    return out
+
+
+def _count(items, noun: str) -> str:
+    return f"{len(items)} {noun}{'s' * (len(items) != 1)}"
 
 
 def expected_absent(rows: list[dict]) -> list[str]:
@@ -112,13 +167,16 @@ def failed(cells: pd.DataFrame) -> list[str]:
 def outside_tolerance(pairs: pd.DataFrame) -> list[str]:
     return [f"Frameworks outside tolerance{' (controlled mode)' if r.controlled else ''}: "
             f"{ARCH_NAMES.get(r.arch, r.arch)} {r.technique} ({r.label}): PyTorch {fmt.pct(r.pytorch)}% vs Keras "
-            f"{fmt.pct(r.keras)}%, {fmt.delta_pts(r.keras, r.pytorch)} pts (tolerance ±{r.tolerance * 100:g})."
+            f"{fmt.pct(r.keras)}%, {fmt.delta_pts(r.keras, r.pytorch)} pts (tolerance ±{r.tolerance * 100:g}; "
+            f"{r.verdict.replace('**NO** ', '').strip('()')})."
             for r in pairs[~pairs.within.astype(bool)].itertuples()]
 
 
 def findings_section(cells, points, chosen, base, pairs, rows, left_out=()) -> list:
     groups = (("No measurable effect", no_effect(points, chosen, base)),
+              ("Measured speed changes", measured_speedups(chosen)),
               ("Latency vs MACs", latency_vs_macs(points, base)),
+              ("Timing", timing_gaps(cells)),
               ("Missing cells", missing(cells, rows)),
               ("Failed cells", failed(cells)),
               ("Frameworks outside tolerance", outside_tolerance(pairs)),

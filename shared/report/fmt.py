@@ -14,12 +14,13 @@ def pct(acc, digits: int = 2) -> str:
     return DASH if _missing(acc) else f"{acc * 100:.{digits}f}"
 
 
-def acc_cell(mean, std=None, n: int = 1) -> str:
-    """'93.12' for one seed, '93.12 ± 0.10 (n=3)' for several."""
+def acc_cell(mean, std=None, n: int = 1, ci95=None) -> str:
+    """'93.12' for one seed, '93.12 ± 0.10 (n=3, CI ±0.25)' for several (sample std, 95% CI half-width)."""
     if _missing(mean):
         return DASH
     if n and n > 1 and not _missing(std):
-        return f"{mean * 100:.2f} ± {std * 100:.2f} (n={n})"
+        ci = "" if _missing(ci95) else f", CI ±{ci95 * 100:.2f}"
+        return f"{mean * 100:.2f} ± {std * 100:.2f} (n={n}{ci})"
     return pct(mean)
 
 

@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 
 from . import fmt
-from .cells import ARCH_NAMES, FRAMEWORK_NAMES, FRAMEWORKS, speedup
+from .cells import ARCH_NAMES, FRAMEWORK_NAMES, FRAMEWORKS
 from .doc import Heading, Para, Table
+from .latency import PRIMARY_RUNTIME, RUNTIME_NAMES, SPEEDUP_NOTE, speedup_cell
 from .published import LI2017_SOURCE, LI2017_TABLE1, LI2017_WIDTH
 
 QUANT_TECHNIQUES = ("baseline", "int8_dynamic", "int8_static", "int8_qat", "bf16", "fixed_point")
@@ -20,20 +21,9 @@ def extra_mean(p, key):
 
 
 SAME_RUNTIME_NOTE = (
-    "**×fp32** is the fp32 latency over the variant's, runtime for runtime: a PyTorch variant against the fp32 "
-    "baseline in eager PyTorch; a Keras TFLite variant (rows with `fp32_tflite_*` latencies) against the same "
-    "network converted to an fp32 flatbuffer on the same LiteRT interpreter (XNNPACK, same threads), because the "
-    "Keras baseline itself is timed through TensorFlow, a different runtime. Both suites run on the same CPU "
-    "with the same thread count (see Provenance).")
-
-
-def same_runtime_speedup(p, base, batch_size: int) -> float:
-    """fp32 latency / the point's latency, with the fp32 reference from the point's own runtime."""
-    key = f"latency_b{batch_size}_ms_median"
-    reference = extra_mean(p, f"fp32_tflite_{key}")
-    if np.isnan(reference):
-        reference = base[key] if base is not None else None
-    return speedup(reference, p[key])
+    "**×fp32** is the fp32 baseline's latency over the variant's, runtime for runtime: PyTorch variants and "
+    "the PyTorch baseline in eager PyTorch; Keras variants and the Keras baseline's fp32 flatbuffer on LiteRT "
+    "(XNNPACK), same threads, same CPU (see Provenance). " + SPEEDUP_NOTE)
 
 
 def _pick(chosen: pd.DataFrame, fw: str, arch: str, technique: str):
@@ -81,9 +71,11 @@ def opq_table(chosen: pd.DataFrame, base: dict) -> list:
                 if p is not None:
                     rows.append([FRAMEWORK_NAMES[fw], ARCH_NAMES[arch], name, p["label"], fmt.pct(p["test_acc"]),
                                  fmt.mb(p["size_bytes"]), fmt.mb(p["size_gzip_bytes"]),
-                                 fmt.ms(p["latency_b1_ms_median"])])
+                                 RUNTIME_NAMES[PRIMARY_RUNTIME[fw]],
+                                 fmt.ms(p["latency_b1_ms_median"]), speedup_cell(p, 1)])
     return [Heading("Original / Pruned / Quantized", 3),
-            Table(["Framework", "Arch", "Model", "Setting", "Acc %", "MB", "Gzip MB", "ms (b1)"], rows)
+            Table(["Framework", "Arch", "Model", "Setting", "Acc %", "MB", "Gzip MB", "Runtime", "ms (b1)",
+                   "b1 ×fp32"], rows)
             if rows else Para("No baseline rows.")]
 
 
@@ -123,14 +115,13 @@ def quant_tables(points: pd.DataFrame, base: dict) -> list:
                 p = grp[grp.framework == fw]
                 b = base.get((fw, arch))
                 if p.empty:
-                    row += [fmt.DASH] * 4
+                    row += [fmt.DASH] * 7
                     continue
                 p = p.iloc[0]
-                row += [fmt.acc_cell(p["test_acc"], p["acc_std"], p["n"]),
+                row += [fmt.acc_cell(p["test_acc"], p["acc_std"], p["n"], p["acc_ci95"]),
                         fmt.delta_pts(p["test_acc"], b["test_acc"] if b is not None else None),
                         fmt.mb(p["size_gzip_bytes"]), fmt.ms(p["latency_b1_ms_median"]),
-                        fmt.times(same_runtime_speedup(p, b, 1)), fmt.ms(p["latency_b64_ms_median"]),
-                        fmt.times(same_runtime_speedup(p, b, 64))]
+                        speedup_cell(p, 1), fmt.ms(p["latency_b64_ms_median"]), speedup_cell(p, 64)]
             rows.append(row)
         cols = ["Variant", "Setting"] + [f"{FRAMEWORK_NAMES[fw]} {c}" for fw in FRAMEWORKS
                                          for c in ("acc %", "Δ pts", "gzip MB", "b1 ms", "b1 ×fp32", "b64 ms",
@@ -145,8 +136,8 @@ def quant_tables(points: pd.DataFrame, base: dict) -> list:
     if len(blocks) == 1:
         blocks.append(Para("No quantization rows."))
     blocks.append(Para(SAME_RUNTIME_NOTE))
-    blocks.append(Para("fixed_point is simulated (weights rounded to the grid, stored as fp32): its size and "
-                       "latency are the fp32 model's."))
+    blocks.append(Para("fixed_point is simulated (fake quantization in float32): its size is the fp32 model's and "
+                       "it is not timed (no runtime executes Qm.n arithmetic)."))
     return blocks
 
 
@@ -158,19 +149,23 @@ def pipeline_table(chosen: pd.DataFrame, base: dict) -> list:
                 p["technique"]]
         if b is not None:
             rows.append(lead + ["baseline", fmt.pct(b["test_acc"]), fmt.integer(b["params_nonzero"]),
-                                fmt.integer(b["macs"]), fmt.mb(b["size_gzip_bytes"]),
-                                fmt.ms(b["latency_b1_ms_median"])])
+                                fmt.integer(b["macs"]), fmt.mb(b["size_gzip_bytes"]), fmt.DASH])
         stages = pd.DataFrame([dict(s, _i=i) for r in p["rows"] for i, s in enumerate(r.get("stages") or [])])
         if stages.empty:
             continue
-        for (_i, name), s in stages.groupby(["_i", "stage"], sort=True):
+        groups = list(stages.groupby(["_i", "stage"], sort=True))
+        for k, ((_i, name), s) in enumerate(groups):
             mean = s.mean(numeric_only=True)
+            final = k == len(groups) - 1  # only the pipeline's output is an artifact, and so timed
             rows.append(lead + [name, fmt.pct(mean.get("test_acc")), fmt.integer(mean.get("params_nonzero")),
                                 fmt.integer(mean.get("macs")), fmt.mb(mean.get("size_gzip_bytes")),
-                                fmt.ms(mean.get("latency_b1_ms_median"))])
+                                speedup_cell(p, 1) if final else fmt.DASH])
     return [Heading("Combined pipelines, measured after every stage", 3),
             Table(["Framework", "Arch", "Pipeline", "Stage", "Acc %", "Nonzero params", "MACs", "Gzip MB",
-                   "ms (b1)"], rows) if rows else Para("No pipeline rows.")]
+                   "b1 ×fp32 baseline"], rows,
+                  caption="The final stage is timed against the uncompressed fp32 baseline on the framework's "
+                          "runtime (intermediate stages are not saved, so not timed).")
+            if rows else Para("No pipeline rows.")]
 
 
 def paper_section(points: pd.DataFrame, chosen: pd.DataFrame, base: dict) -> list:

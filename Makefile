@@ -8,7 +8,7 @@ OUT ?= runs/$(PRESET)
 # copy themselves and fail (not skip) when CIFAR10_DIR is set to a wrong path, so it is not exported to them.
 DEFAULT_CIFAR10_DIR := $(abspath ../shared/datasets/cifar-10-batches-py)
 
-.PHONY: setup test test-all study report bench clean
+.PHONY: setup chromium test test-all study report bench clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,10 +18,17 @@ $(VENV)/.installed: requirements.txt
 
 setup: $(VENV)/.installed
 
-test: setup
+# The report's render test opens report.html in headless Chromium: Debian's package, installed when absent.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  echo "installing Debian's chromium (the report's render test needs it)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+test: setup chromium
 	$(PY) -m pytest
 
-test-all: setup
+test-all: setup chromium
 	$(PY) -m pytest -m ""
 
 study: setup

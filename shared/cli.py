@@ -7,16 +7,23 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from . import console
+from .lock import LockedError, RunLock
+from .preflight import PreflightError, preflight
 
 from .presets import PRESETS, get_preset
 from .specs import ARCHS
 from .techniques import TECHNIQUES
 
 SUITES = ("pytorch_impl", "tensorflow_impl")
+PARENT_ENV = "CNN_STUDY_UNDER_SHARED_RUN"  # set for the suites shared run starts
 
 
 def time_all(args) -> int:
@@ -27,7 +34,7 @@ def time_all(args) -> int:
         cmd += ["--force"] if args.force else []
         cmd += ["--retime"] if args.retime else []
         print("$ " + " ".join(cmd), flush=True)
-        status = max(status, subprocess.call(cmd))
+        status = max(status, call_child(cmd))
     return status
 
 
@@ -39,6 +46,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", action="append", choices=ARCHS, help="only these architectures (repeatable)")
     p.add_argument("--technique", action="append", choices=TECHNIQUES,
                    help="only these techniques (repeatable; the others' baselines must exist or be included)")
+    p.add_argument("--verbose", action="store_true", help="show the libraries' logs and warnings too")
     p.add_argument("--controlled", action="store_true",
                    help="controlled mode: the Keras suite starts from the PyTorch baseline of --out instead of "
                         "training its own (rows marked controlled; the PyTorch suite runs as usual)")
@@ -55,12 +63,15 @@ def suite_time(package: str, args) -> int:
     """The timing pass of one framework (``shared.timing``); exit 2 on a busy machine."""
     from . import timing
 
-    suite = importlib.import_module(f"{package}.suite")
+    console.configure(False)
+    with console.quiet_native():
+        suite = importlib.import_module(f"{package}.suite")
     protocol = timing.protocol_of_run(args.out)
     try:
-        counts = timing.run_timing(suite.timing_backend(protocol.threads), args.out, force=args.force,
-                                   retime=args.retime)
-    except timing.MachineBusy as exc:
+        with RunLock(args.out):
+            counts = timing.run_timing(suite.timing_backend(protocol.threads), args.out, force=args.force,
+                                       retime=args.retime)
+    except (timing.MachineBusy, LockedError) as exc:
         print(f"{package}: {exc}", file=sys.stderr)
         return 2
     print(f"{package}: timed {counts['timed']} models ({counts['contended']} contended), "
@@ -76,15 +87,36 @@ def suite_main(package: str, argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command == "time":
         return suite_time(package, args)
-    suite = importlib.import_module(f"{package}.suite")
     t0 = time.time()
     argv = sys.argv[1:] if argv is None else argv
     if args.controlled and package == "pytorch_impl":
         parser.error("--controlled applies to the Keras suite (it starts from the PyTorch baseline); "
                      "run the PyTorch suite without it")
-    rows = suite.run(get_preset(args.preset), args.out, data_dir=args.data_dir, archs=args.arch,
-                     techniques=args.technique, command=" ".join(["python -m", package, *argv]),
-                     controlled=args.controlled)
+    command = " ".join(["python -m", package, *argv])
+    preset = get_preset(args.preset)
+    framework = "pytorch" if package == "pytorch_impl" else "keras"
+    try:
+        dataset = preflight(framework, package, preset, args.out, data_dir=args.data_dir, techniques=args.technique,
+                            archs=args.arch, controlled=args.controlled)
+    except PreflightError as exc:
+        print(f"{package}: cannot start: {exc}", file=sys.stderr)
+        return 2
+    console.configure(args.verbose)
+    with console.quiet_native():  # the framework loads only for a run that can start
+        suite = importlib.import_module(f"{package}.suite")
+    done_before = _finished_rows(args.out)
+    try:
+        with RunLock(args.out, command):
+            rows = suite.run(preset, args.out, data_dir=args.data_dir, archs=args.arch, dataset=dataset,
+                             techniques=args.technique, command=command, controlled=args.controlled)
+    except LockedError as exc:
+        print(f"{package}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if not os.environ.get(PARENT_ENV):  # under shared run, its one line names the command to resume
+            print(f"{package}: interrupted; {_finished_rows(args.out) - done_before} cells finished in this run "
+                  f"are kept. Resume with: {command}", file=sys.stderr)
+        return 130
     failed = [r["cell_id"] for r in rows if r["status"] == "failed"]
     missing = sum(r["status"] == "not_implemented" for r in rows)
     if missing:
@@ -93,6 +125,31 @@ def suite_main(package: str, argv=None) -> int:
     for cid in failed:
         print(f"  failed: {cid} (see its row's 'error')")
     return 1 if failed else 0
+
+
+def _finished_rows(out: Path) -> int:
+    from .results import ROWS_DIR
+
+    return len(list(Path(out).glob(f"{ROWS_DIR}/*.json")))
+
+
+def call_child(cmd: list[str]) -> int:
+    """Run a suite process; SIGINT/SIGTERM of this one is passed on and waited for, so no orphan survives."""
+    child = subprocess.Popen(cmd, env={**os.environ, PARENT_ENV: "1"})
+
+    def forward(signum, _frame):
+        child.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:  # already forwarded by the handler; keep waiting for the child
+                continue
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def main(argv=None) -> int:
@@ -115,6 +172,16 @@ def main(argv=None) -> int:
 
         print(write_report(args.out, fingerprint=args.fingerprint))
         return 0
+    command = "python -m shared " + " ".join(sys.argv[1:] if argv is None else argv)
+    try:
+        with RunLock(args.out, command):  # the suites and the timing pass re-enter it as this process's children
+            return run_all(args, command)
+    except LockedError as exc:
+        print(f"shared: {exc}", file=sys.stderr)
+        return 2
+
+
+def run_all(args, command: str) -> int:
     if args.command == "time":
         return time_all(args)
     status = 0
@@ -126,8 +193,14 @@ def main(argv=None) -> int:
         for t in args.technique or []:
             cmd += ["--technique", t]
         cmd += ["--controlled"] if args.controlled and package != "pytorch_impl" else []
+        cmd += ["--verbose"] if args.verbose else []
         print("$ " + " ".join(cmd), flush=True)
-        status = max(status, subprocess.call(cmd))
+        child = call_child(cmd)
+        if child in (2, 130):  # refused before any work, or interrupted: the suite has said why
+            if child == 130:
+                print(f"shared: interrupted; finished cells are kept. Resume with: {command}", file=sys.stderr)
+            return child
+        status = max(status, child)
     # the timing pass last, after every training cell: nothing else of the study runs while it times
     timing_status = time_all(argparse.Namespace(out=args.out, force=False, retime=False, framework=args.framework))
     if timing_status == 2:

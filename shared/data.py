@@ -40,6 +40,10 @@ class DatasetNotFoundError(FileNotFoundError):
     """No usable CIFAR-10 copy was found, and none could be downloaded."""
 
 
+class CorruptBatchError(ValueError):
+    """A batch file exists but cannot be read as a CIFAR-10 batch; the message names it and the fix."""
+
+
 class ChecksumError(RuntimeError):
     """A downloaded archive does not match its published md5: corrupt or not the archive we asked for."""
 
@@ -192,19 +196,30 @@ class _BatchUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"CIFAR batch refers to {module}.{name}, which is not allowed") from None
 
 
+def _corrupt(path: Path, why: str) -> CorruptBatchError:
+    return CorruptBatchError(
+        f"CIFAR-10 batch {path} is unreadable: {why}. Fix: re-extract cifar-10-python.tar.gz into "
+        f"{path.parent.parent} (so that {path.parent.name}/ is whole again), or point --data-dir / CIFAR10_DIR "
+        f"at another copy.")
+
+
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    with open(path, "rb") as f:
-        d = _BatchUnpickler(f, encoding="bytes").load()
+    try:
+        with open(path, "rb") as f:
+            d = _BatchUnpickler(f, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, AttributeError, KeyError,
+            UnicodeDecodeError, MemoryError) as e:  # what truncated or garbage pickles raise
+        raise _corrupt(path, f"{type(e).__name__}: {e}") from None
     try:
         data = np.asarray(d[b"data"], dtype=np.uint8)
         labels = np.asarray(d[b"labels"], dtype=np.int64)
         names = [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in d[b"filenames"]]
-    except (KeyError, TypeError) as e:
-        raise ValueError(f"{path}: not a CIFAR-10 python batch ({e})") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise _corrupt(path, f"not a CIFAR-10 python batch ({e})") from None
     if data.ndim != 2 or data.shape[1] != 3 * HW * HW or not len(data) == len(labels) == len(names):
-        raise ValueError(f"{path}: data {data.shape}, {len(labels)} labels, {len(names)} filenames disagree")
+        raise _corrupt(path, f"data {data.shape}, {len(labels)} labels, {len(names)} filenames disagree")
     if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
-        raise ValueError(f"{path}: labels outside 0..{NUM_CLASSES - 1}")
+        raise _corrupt(path, f"labels outside 0..{NUM_CLASSES - 1}")
     return data, labels, names
 
 

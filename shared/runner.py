@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import artifacts, config, data as data_mod
+from . import artifacts, config, data as data_mod, state as neutral
 from .presets import Preset, fingerprint
 from .results import cell_id, finished, write_row
 from .techniques import CONTROLLED_SOURCE, TECHNIQUES, operating_points  # noqa: F401  (re-exported)
@@ -58,6 +58,26 @@ class RunContext:
         return self.out_dir / "checkpoints" / f"{framework}__{arch}__{name}__{fp}__s{seed}.safetensors"
 
 
+# The checkpoints a finished cell leaves for later cells: if one is unreadable, the cell is rerun.
+SAVES_CHECKPOINT = {"baseline": "baseline", "kd": "kd_student"}
+
+
+def checkpoints_intact(ctx: RunContext, framework: str, cell: Cell, log) -> bool:
+    name = SAVES_CHECKPOINT.get(cell.technique)
+    if name is None:
+        return True
+    path = ctx.checkpoint_path(framework, cell.arch, cell.seed, name=name)
+    if path.exists() and neutral.readable(path):
+        return True
+    if path.exists():
+        moved = neutral.quarantine(path)
+        log(f"[{framework}] warning: checkpoint {path} is unreadable: moved to {moved}; rerunning "
+            f"{cell.arch}/{cell.technique}/s{cell.seed}")
+    else:
+        log(f"[{framework}] warning: checkpoint {path} is missing; rerunning {cell.arch}/{cell.technique}/s{cell.seed}")
+    return False
+
+
 def load_dataset(preset: Preset, data_dir=None) -> data_mod.Dataset:
     if preset.data == "synthetic":
         n_train, n_val, n_test = preset.synthetic_sizes
@@ -79,7 +99,7 @@ def plan_cells(framework: str, preset: Preset, techniques=TECHNIQUES, archs=None
 
 def run_suite(backend, preset: Preset, out_dir, *, data_dir=None, archs=None, techniques=None, log=print,
               environment: Callable[[], dict] = dict, command: str | None = None,
-              controlled: bool = False) -> list[dict]:
+              controlled: bool = False, dataset: data_mod.Dataset | None = None) -> list[dict]:
     """Run every unfinished cell of ``backend``'s framework; return the rows written by this call."""
     from .drivers import REGISTRY
 
@@ -88,13 +108,18 @@ def run_suite(backend, preset: Preset, out_dir, *, data_dir=None, archs=None, te
         raise ValueError(f"controlled mode starts the other suite from {CONTROLLED_SOURCE}'s baseline; the "
                          f"{CONTROLLED_SOURCE} suite is that source: run it without --controlled")
     out_dir = Path(out_dir)
-    ctx = RunContext(preset=preset, out_dir=out_dir, data_dir=data_dir, log=log, controlled=controlled)
+    ctx = RunContext(preset=preset, out_dir=out_dir, data_dir=data_dir, log=log, controlled=controlled,
+                     _dataset=dataset)  # already loaded (and checked) by the preflight, or loaded on first use
     rows = []
-    for cell in plan_cells(framework, preset, techniques or TECHNIQUES, archs, controlled):
-        if finished(out_dir, cell.id):
-            log(f"[{framework}] skip {cell.arch}/{cell.technique}/s{cell.seed}: already done")
+    planned = plan_cells(framework, preset, techniques or TECHNIQUES, archs, controlled)
+    t_run = 0.0
+    for k, cell in enumerate(planned, start=1):
+        where = f"[{framework}] [{k}/{len(planned)}] {cell_label(cell)}"
+        if finished(out_dir, cell.id) and checkpoints_intact(ctx, framework, cell, log):
+            log(f"{where}: skip, already done")
             continue
-        log(f"[{framework}] run {cell.arch}/{cell.technique}/s{cell.seed}")
+        eta = "" if not rows else f" (ETA {_duration(t_run / len(rows) * (len(planned) - k + 1))} at this run's pace)"
+        log(f"{where}: run{eta}")
         started = time.time()
         row = {
             "cell_id": cell.id, "framework": framework, "arch": cell.arch, "technique": cell.technique,
@@ -119,4 +144,17 @@ def run_suite(backend, preset: Preset, out_dir, *, data_dir=None, archs=None, te
         row["wall_time_s"] = time.time() - started
         write_row(out_dir, row)
         rows.append(row)
+        t_run += row["wall_time_s"]
     return rows
+
+
+def cell_label(cell: Cell) -> str:
+    """'vgg16/int8_static (calibration_images=1024, observer=minmax) s0': a cell line names its settings."""
+    settings = ", ".join(f"{k}={v}" for k, v in sorted(cell.settings.items()))
+    return f"{cell.arch}/{cell.technique}{f' ({settings})' if settings else ''} s{cell.seed}"
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"

@@ -52,7 +52,7 @@ def save(state: dict, path) -> None:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")  # unique per process: two writers never share it
     save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()}, str(tmp))
     os.replace(tmp, path)
 
@@ -61,3 +61,22 @@ def load(path) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file
 
     return load_file(str(path))
+
+
+def readable(path) -> bool:
+    """Whether ``path`` is a complete safetensors file (every tensor read back; a truncated or garbage file
+    is not)."""
+    try:
+        load(path)
+        return True
+    except Exception:  # safetensors raises its own SafetensorError (and OSError, ValueError) on a bad file
+        return False
+
+
+def quarantine(path) -> Path:
+    """Move an unreadable checkpoint to ``corrupt/`` beside it (never deleted); return the new path."""
+    path = Path(path)
+    target = path.parent / "corrupt" / path.name
+    target.parent.mkdir(exist_ok=True)
+    os.replace(path, target)
+    return target

@@ -26,6 +26,7 @@ import numpy as np
 
 from . import artifacts, specs
 from .artifacts import write_atomic
+from .lock import ancestors
 from .measure import MeasureProtocol, latency_stats
 
 TIMINGS_DIR = "timings"
@@ -96,21 +97,9 @@ class CpuMeter:
         return None if elapsed <= 0 else max(0.0, (busy - self._busy - own) / elapsed)
 
 
-def _ancestors() -> set[int]:
-    pids, pid = set(), os.getpid()
-    while pid > 1:
-        pids.add(pid)
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            pid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
-    return pids
-
-
 def study_processes() -> list[str]:
     """Command lines of other study or test processes (this process and its parents excluded)."""
-    mine, out = _ancestors(), []
+    mine, out = ancestors(), []
     for entry in Path("/proc").glob("[0-9]*"):
         try:
             if int(entry.name) in mine:

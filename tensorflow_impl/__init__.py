@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # tfmot needs Keras 2 (tf_keras) behind tf.keras
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TF's C++ info logs; warnings and errors stay
+# TensorFlow's C++ logs off unless asked for (--verbose sets 0 before TensorFlow loads): on a CPU machine they
+# are notices such as "failed call to cuInit"; real failures raise Python exceptions.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 _LEGACY_KERAS_HINT = "import tensorflow_impl before tensorflow, or set TF_USE_LEGACY_KERAS=1"
 

@@ -36,6 +36,7 @@ import tf_keras as keras
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 
+from shared.console import quiet_native
 from shared.measure import MeasureProtocol, file_sizes, model_row
 from . import models
 from .train import normalise
@@ -86,7 +87,8 @@ def convert(model, mode: str, representative=None) -> bytes:
         # tests check that every conv/FC op came out int8.
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-    return converter.convert()
+    with quiet_native():  # the converter prints its quantization settings from C++
+        return converter.convert()
 
 
 # --- reading the flatbuffer ------------------------------------------------------------------------------
@@ -168,7 +170,8 @@ class LiteModel:
     """
 
     def __init__(self, content: bytes, threads: int):
-        self.interpreter = Interpreter(model_content=content, num_threads=threads)
+        with quiet_native():  # LiteRT prints "Created TensorFlow Lite XNNPACK delegate" per interpreter
+            self.interpreter = Interpreter(model_content=content, num_threads=threads)
         self.input = self.interpreter.get_input_details()[0]
         self.output_index = self.interpreter.get_output_details()[0]["index"]
         self.batch = None
@@ -176,7 +179,8 @@ class LiteModel:
     def resize(self, batch_size: int) -> None:
         if batch_size != self.batch:  # re-planning (and XNNPACK re-setup) only when the batch changes
             self.interpreter.resize_tensor_input(self.input["index"], [batch_size, *self.input["shape"][1:]])
-            self.interpreter.allocate_tensors()
+            with quiet_native():  # XNNPACK's delegate announces itself when first applied
+                self.interpreter.allocate_tensors()
             self.batch = batch_size
 
     def prepare(self, x: np.ndarray) -> np.ndarray:

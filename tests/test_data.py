@@ -86,7 +86,7 @@ def test_read_batches_refuses_code_in_pickles(tmp_path):
 
     for f in data.REQUIRED_FILES:
         (tmp_path / f).write_bytes(pickle.dumps({b"data": Evil()}, protocol=2))
-    with pytest.raises(pickle.UnpicklingError, match="not allowed"):
+    with pytest.raises(data.CorruptBatchError, match="exec, which is not allowed"):
         data.read_batches(tmp_path)
     assert not marker.exists()
 

@@ -240,7 +240,7 @@ def test_fixture_covers_every_technique_both_frameworks_and_archs():
     statuses = [(r["framework"], r["arch"], r["technique"], r["status"]) for r in rows if r["status"] != "ok"]
     assert sorted(set(statuses)) == [("keras", "resnet18", "int8_qat", "not_implemented"),
                                      ("keras", "vgg16", "pipeline_prune_int8", "failed")]
-    fp = fingerprint(replace(get_preset("smoke"), seeds=(0, 1)))
+    fp = fingerprint(replace(get_preset("smoke"), seeds=(0, 1), data="cifar10"))
     for r in rows:
         assert r["fingerprint"] == fp and r["cell_id"] == cell_id(r["framework"], r["arch"], r["technique"],
                                                                   r["settings"], r["seed"], fp)
@@ -794,3 +794,18 @@ def test_html_renders_in_headless_chromium(report, tmp_path):
     assert len(re.findall(r'<img src="data:image/png;base64,', dom)) == len(FIGURES)
     assert dom.count("<table") >= 10
     assert _console_lines(out.stderr) == []
+
+
+def test_a_synthetic_data_report_says_so_and_gives_no_cross_framework_verdict(tmp_path):
+    """A smoke run's report: titled as synthetic data, gaps shown but never judged."""
+    for row in read_rows(FIXTURE):
+        row = json.loads(json.dumps(row))
+        row["config"]["data"] = "synthetic"
+        write_row(tmp_path, row)
+    md = write_report(tmp_path).read_text()
+    assert md.startswith("# CNN compression: PyTorch vs Keras — smoke test on synthetic data (not CIFAR-10)")
+    assert "on CIFAR-10" not in md.splitlines()[0] and "**Synthetic data.**" in md
+    (indep,) = tables_under(md, "Independently trained")
+    assert {r["Within"] for r in indep} == {"— (synthetic data)"}
+    assert "Frameworks outside tolerance:" not in section(md, 5)
+    assert "smoke test on synthetic data" in (tmp_path / "report" / "report.html").read_text()

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from shared import drivers, results
+import numpy as np
+
+from shared import drivers, results, state as neutral
 from shared.presets import get_preset
 from shared.runner import Cell, plan_cells, run_suite
 from shared.techniques import TECHNIQUES
@@ -44,6 +46,8 @@ def fake_driver(calls, crash_on=None):
         if cell.arch == crash_on:
             raise KeyboardInterrupt  # a kill, not an error: nothing may be recorded for this cell
         calls.append(cell.arch)
+        # a baseline leaves its checkpoint for later cells; a rerun checks it is still readable
+        neutral.save({"w": np.zeros(2, np.float32)}, ctx.checkpoint_path(cell.framework, cell.arch, cell.seed))
         return {"test_acc": 0.5}
 
     return baseline
@@ -214,3 +218,53 @@ def test_duplicate_rows_of_one_cell_are_found(tmp_path, use_drivers):
     dups = results.duplicate_rows(tmp_path)
     assert len(dups) == 2 and all(len(p) == 2 for p in dups.values())
     assert results.duplicate_rows(tmp_path / "a") == {}
+
+
+# ---- corrupt files never stop a study ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("content", [b"", b'{"cell_id": "x", "stat', b"\x00\xffgarbage", b"[1, 2]"])
+def test_a_corrupt_row_is_moved_aside_and_its_cell_rerun(tmp_path, use_drivers, content):
+    from shared.report import write_report
+
+    preset = get_preset("smoke")
+    calls = []
+    use_drivers(fake_driver(calls))
+    run_suite(FAKE, preset, tmp_path, **ONLY_BASELINE)
+    bad = results.row_path(tmp_path, plan_cells("fake", preset, techniques=("baseline",))[0].id)
+    bad.write_bytes(content)
+    with pytest.warns(results.CorruptRowWarning, match=rf"unreadable row {bad}.*moved to .*corrupt"):
+        md = write_report(tmp_path).read_text()  # the report survives it
+    assert (bad.parent / "corrupt" / bad.name).read_bytes() == content  # kept, not deleted
+    assert f"unreadable row file `{bad.parent / 'corrupt' / bad.name}`" in md
+    rows = run_suite(FAKE, preset, tmp_path, **ONLY_BASELINE)  # the rerun redoes that cell only
+    assert [r["cell_id"] for r in rows] == [bad.stem] and calls == ["vgg16", "resnet18", "vgg16"]
+    assert json.loads(bad.read_text())["status"] == "ok"
+
+
+def test_an_unreadable_checkpoint_is_moved_aside_and_its_baseline_retrained(tmp_path, use_drivers):
+    from shared.runner import RunContext
+
+    preset = get_preset("smoke")
+    calls, logs = [], []
+    use_drivers(fake_driver(calls))
+    run_suite(FAKE, preset, tmp_path, **ONLY_BASELINE)
+    ckpt = RunContext(preset=preset, out_dir=tmp_path).checkpoint_path("fake", "resnet18", 0)
+    ckpt.write_bytes(ckpt.read_bytes()[:20])  # truncated
+    rows = run_suite(FAKE, preset, tmp_path, log=logs.append, **ONLY_BASELINE)
+    assert [r["arch"] for r in rows] == ["resnet18"] and calls[-1] == "resnet18"
+    assert any(f"checkpoint {ckpt} is unreadable: moved to" in line for line in logs)
+    assert (ckpt.parent / "corrupt" / ckpt.name).stat().st_size == 20 and neutral.readable(ckpt)
+
+
+def test_cell_lines_show_the_counter_the_settings_and_an_eta(tmp_path, use_drivers):
+    from shared.runner import cell_label
+
+    lines = []
+    use_drivers(fake_driver([]))
+    run_suite(FAKE, get_preset("smoke"), tmp_path, archs=("vgg16",), techniques=("baseline", "int8_static"),
+              log=lines.append)
+    assert lines[0] == "[fake] [1/5] vgg16/baseline s0: run"
+    assert lines[1].startswith("[fake] [2/5] vgg16/int8_static (calibration_images=32, observer=minmax) s0: run (ETA ")
+    run_suite(FAKE, get_preset("smoke"), tmp_path, archs=("vgg16",), techniques=("baseline",), log=lines.append)
+    assert lines[-1] == "[fake] [1/1] vgg16/baseline s0: skip, already done"
+    assert cell_label(Cell("keras", "resnet18", "fixed_point", 1, {"bits": 4})) == "resnet18/fixed_point (bits=4) s1"

@@ -10,6 +10,22 @@ from shared import artifacts, timing
 from shared.measure import MeasureProtocol
 
 QUIET = {"others_cpu": 0.01, "loadavg_1m": 0.1, "study_processes": [], "cpu_count": 2}
+
+
+class QuietMeter:
+    """A CpuMeter that reports a quiet machine, for the tests that are about the timing, not the load (the
+    real meter is tested against a real second process below)."""
+
+    def start(self):
+        return self
+
+    def stop(self):
+        return 0.0
+
+
+@pytest.fixture
+def quiet_meter(monkeypatch):
+    monkeypatch.setattr(timing, "CpuMeter", QuietMeter)
 PROTOCOL = MeasureProtocol(warmup=2, repeats=6, latency_batch_sizes=(1, 4))
 
 
@@ -97,7 +113,7 @@ def write_sidecars(out, techniques=("baseline", "fast", "same")):
     return ref
 
 
-def test_a_real_speedup_is_measured_against_the_reference_with_an_aa_pair(tmp_path):
+def test_a_real_speedup_is_measured_against_the_reference_with_an_aa_pair(tmp_path, quiet_meter):
     ref = write_sidecars(tmp_path)
     backend = FakeTiming()
     counts = timing.run_timing(backend, tmp_path, PROTOCOL, log=lambda _: None, load_probe=lambda: QUIET)
@@ -118,7 +134,7 @@ def test_a_real_speedup_is_measured_against_the_reference_with_an_aa_pair(tmp_pa
                              load_probe=lambda: QUIET)["timed"] == 3
 
 
-def test_the_timing_pass_refuses_a_busy_machine(tmp_path):
+def test_the_timing_pass_refuses_a_busy_machine(tmp_path, quiet_meter):
     write_sidecars(tmp_path)
     busy = dict(QUIET, others_cpu=0.6)
     with pytest.raises(timing.MachineBusy, match=r"other processes used 60% of the CPU \(limit 10%"):
@@ -134,16 +150,10 @@ def test_the_timing_pass_refuses_a_busy_machine(tmp_path):
     assert all(e["contended"] and e["load_before"]["others_cpu"] == 0.6 for e in entries)
 
 
-def test_busy_reason_and_the_cpu_meter():
+def test_busy_reason():
     p = MeasureProtocol()
     assert timing.busy_reason(QUIET, p) is None
     assert "limit 10%" in timing.busy_reason(dict(QUIET, others_cpu=0.5), p)
-    meter = timing.CpuMeter().start()
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < 0.3:  # this process's own work is not "others"
-        pass
-    share = meter.stop()
-    assert share is None or share < 0.45
 
 
 def test_the_cpu_meter_sees_another_process():

@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..results import duplicate_rows, read_rows
+from ..results import corrupt_rows, duplicate_rows, read_rows
 from ..timing import read_timings
 from .latency import attach_timings
 from .compose import build_blocks
@@ -20,6 +20,7 @@ from .html import to_html
 
 __all__ = ["write_report"]
 TITLE = "CNN compression: PyTorch vs Keras on CIFAR-10"
+SYNTHETIC_TITLE = "CNN compression: PyTorch vs Keras — smoke test on synthetic data (not CIFAR-10)"
 
 
 def write_report(out_dir, fingerprint: str | None = None) -> Path:
@@ -40,23 +41,24 @@ def write_report(out_dir, fingerprint: str | None = None) -> Path:
         raise FileNotFoundError(
             f"no result rows under {out_dir}: run `python -m shared run --preset P --out {out_dir}` first")
     rows = attach_timings(rows, read_timings(out_dir))
+    corrupt = corrupt_rows(out_dir)
     final = out_dir / "report"
     tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=out_dir))
     tmp.chmod(0o755)  # mkdtemp makes it private; the report is meant to be read by anyone
     try:
-        _build(rows, tmp, fingerprint)
+        _build(rows, tmp, fingerprint, corrupt)
         _swap(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # only left when building failed
     return final / "REPORT.md"
 
 
-def _build(rows: list[dict], into: Path, fingerprint: str | None) -> None:
+def _build(rows: list[dict], into: Path, fingerprint: str | None, corrupt=()) -> None:
     figures_dir = into / "figures"
     figures_dir.mkdir()
-    blocks, cells = build_blocks(rows, figures_dir, TITLE, fingerprint)
+    blocks, cells, synthetic = build_blocks(rows, figures_dir, (TITLE, SYNTHETIC_TITLE), fingerprint, corrupt)
     (into / "REPORT.md").write_text(to_markdown(blocks))
-    (into / "report.html").write_text(to_html(blocks, figures_dir, TITLE))
+    (into / "report.html").write_text(to_html(blocks, figures_dir, SYNTHETIC_TITLE if synthetic else TITLE))
     write_results_csv(cells, into / "results.csv")
 
 

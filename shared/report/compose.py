@@ -64,15 +64,23 @@ def split_configs(rows: list[dict], wanted: str | None = None) -> tuple[str, lis
     return (main, [r for f, r in zip(fps, rows) if f == main], [r for f, r in zip(fps, rows) if f != main])
 
 
-def build_blocks(all_rows: list[dict], figures_dir: Path, title: str, fingerprint: str | None = None):
-    """The report's blocks and the cell table of every row (results.csv lists them all)."""
+def is_synthetic(rows: list[dict]) -> bool:
+    return (rows[0].get("config") or {}).get("data") == "synthetic"
+
+
+def build_blocks(all_rows: list[dict], figures_dir: Path, titles: tuple[str, str], fingerprint: str | None = None,
+                 corrupt=()):
+    """The report's blocks, the cell table of every row (results.csv lists them all), and whether the rows
+    are of synthetic data (then the title says so and no cross-framework verdict is given)."""
     fp, rows, others = split_configs(all_rows, fingerprint)
     preset = rows[0].get("preset")
+    synthetic = is_synthetic(rows)
+    title = titles[1] if synthetic else titles[0]
     cells = cell_frame(rows)
     points = point_frame(cells)
     base = baselines(points)
     picks = chosen(points, base)
-    pairs = framework_pairs(points)
+    pairs = framework_pairs(points, verdicts=not synthetic)
     status = Counter(r.get("status") for r in rows)
     intro = Para(f"Preset `{preset}` (configuration `{fp}`): {len(rows)} cells, {status.get('ok', 0)} ok, "
                  f"{status.get('failed', 0)} failed, "
@@ -82,6 +90,7 @@ def build_blocks(all_rows: list[dict], figures_dir: Path, title: str, fingerprin
     left_text = [f"configuration `{f}` (preset `{p}`): {n} row{'s' * (n != 1)} in the same directory, not in the "
                  f"tables or figures (one configuration per report; results.csv lists every row): report their own "
                  f"directory, or pass `--fingerprint {f}`." for (f, p), n in sorted(left_out.items())]
+    left_text += [f"unreadable row file `{p}` (moved aside; the next run reruns its cell)." for p in corrupt]
     blocks = [Heading(title, 1), intro, *[Para(f"**Left out:** {t}") for t in left_text],
               *headline_section(picks, base, cells), *runtimes_section(cells, picks),
               *paper_section(points, picks, base),
@@ -89,4 +98,8 @@ def build_blocks(all_rows: list[dict], figures_dir: Path, title: str, fingerprin
               *figures_section(figures.Data(cells, points, base), figures_dir),
               *findings_section(cells, points, picks, base, pairs, rows, left_text),
               *provenance_section(rows)]
-    return blocks, (cell_frame(all_rows) if others else cells)
+    if synthetic:
+        blocks.insert(2, Para("**Synthetic data.** These rows come from generated images (a smoke test of the "
+                              "pipeline): accuracies say nothing about CIFAR-10 and no cross-framework verdict is "
+                              "given."))
+    return blocks, (cell_frame(all_rows) if others else cells), synthetic

@@ -162,11 +162,24 @@ def main(argv=None) -> int:
                                          "(one process per framework), on a quiet machine")
     _time_args(time_p)
     time_p.add_argument("--framework", action="append", choices=SUITES, help="only these suites")
+    sub.add_parser("list", help="the presets, techniques and their operating points")
+    plan_p = sub.add_parser("plan", help="the cells a run would execute (and which are finished in --out)")
+    plan_p.add_argument("--preset", required=True, choices=sorted(PRESETS))
+    plan_p.add_argument("--out", type=Path, default=None)
+    plan_p.add_argument("--framework", action="append", choices=SUITES)
+    plan_p.add_argument("--arch", action="append", choices=ARCHS)
+    plan_p.add_argument("--technique", action="append", choices=TECHNIQUES)
     rep = sub.add_parser("report", help="write the report of a results directory")
     rep.add_argument("out", type=Path)
     rep.add_argument("--fingerprint", default=None,
                      help="report the rows of this configuration (default: the one with most rows)")
     args = parser.parse_args(argv)
+    if args.command in ("list", "plan"):
+        from .listing import list_text, plan_text
+
+        print(list_text() if args.command == "list" else
+              plan_text(get_preset(args.preset), args.out, args.framework, args.technique, args.arch))
+        return 0
     if args.command == "report":
         from .report import write_report
 

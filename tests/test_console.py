@@ -41,3 +41,25 @@ def test_a_keras_process_starts_without_tensorflow_noise():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "4", out.stderr
     assert "cuInit" not in out.stderr and "oneDNN" not in out.stderr and "cudart" not in out.stderr, out.stderr
+
+
+def test_list_and_plan_say_what_a_run_will_do(tmp_path, capsys):
+    from shared import cli, results
+    from shared.presets import fingerprint, get_preset
+    from shared.runner import plan_cells
+
+    assert cli.main(["list"]) == 0
+    listing = capsys.readouterr().out
+    assert f"quick  data=cifar10 width=0.25 epochs=4 batch=128 lr=0.1 seeds=[0]" in listing
+    assert "quick  sparsity=0.5 | sparsity=0.75 | sparsity=0.875 | sparsity=0.9375 | sparsity=0.96875" in listing
+    assert "filter_li_a" in listing and "resnet18: (not applicable)" in listing
+
+    quick = get_preset("quick")
+    first = plan_cells("pytorch", quick)[0]
+    results.write_row(tmp_path, {"cell_id": first.id, "status": "ok"})
+    assert cli.main(["plan", "--preset", "quick", "--out", str(tmp_path)]) == 0
+    plan = capsys.readouterr().out
+    n = len(plan_cells("pytorch", quick)) + len(plan_cells("keras", quick))
+    assert f"pytorch_impl: {n // 2} cells, 1 already finished in {tmp_path}" in plan
+    assert "[done] vgg16/baseline s0" in plan and "[todo] vgg16/int8_static (calibration_images=" in plan
+    assert plan.strip().endswith(f"total: {n} cells, {n - 1} to run (preset quick, configuration {fingerprint(quick)})")

@@ -1,0 +1,48 @@
+"""``python -m shared list`` and ``plan``: what the presets and techniques are, and what a run would do."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .presets import PRESETS, Preset, fingerprint
+from .results import finished
+from .runner import cell_label, plan_cells
+from .techniques import TECHNIQUES, operating_points
+
+FRAMEWORKS = {"pytorch_impl": "pytorch", "tensorflow_impl": "keras"}
+
+
+def list_text() -> str:
+    lines = ["Presets:"]
+    for p in PRESETS.values():
+        lines.append(f"  {p.name:<6} data={p.data} width={p.width:g} epochs={p.recipe.epochs} "
+                     f"batch={p.recipe.batch_size} lr={p.recipe.lr:g} seeds={list(p.seeds)} archs={list(p.archs)} "
+                     f"fingerprint={fingerprint(p)}")
+    lines.append("Techniques and their operating points (per preset; one cell per point, arch and seed):")
+    for t in TECHNIQUES:
+        lines.append(f"  {t}")
+        for p in PRESETS.values():
+            per_arch = {a: operating_points(t, a, p.protocol) for a in p.archs}
+            shown = sorted({_points(v) for v in per_arch.values()})
+            text = "; ".join(shown) if len(shown) == 1 else "; ".join(f"{a}: {_points(v)}" for a, v in per_arch.items())
+            lines.append(f"    {p.name:<6} {text}")
+    return "\n".join(lines)
+
+
+def _points(points: list[dict]) -> str:
+    if not points:
+        return "(not applicable)"
+    return " | ".join(", ".join(f"{k}={v}" for k, v in sorted(s.items())) or "—" for s in points)
+
+
+def plan_text(preset: Preset, out: Path | None, suites=None, techniques=None, archs=None) -> str:
+    """Every cell a run would execute, marked done where ``out`` already has it, and the counts."""
+    lines, total, todo = [], 0, 0
+    for suite in suites or FRAMEWORKS:
+        cells = plan_cells(FRAMEWORKS[suite], preset, tuple(techniques or TECHNIQUES), archs)
+        done = [out is not None and finished(out, c.id) for c in cells]
+        lines.append(f"{suite}: {len(cells)} cells, {sum(done)} already finished in {out}" if out else
+                     f"{suite}: {len(cells)} cells")
+        lines += [f"  [{'done' if d else 'todo'}] {cell_label(c)}" for c, d in zip(cells, done)]
+        total, todo = total + len(cells), todo + len(cells) - sum(done)
+    lines.append(f"total: {total} cells, {todo} to run (preset {preset.name}, configuration {fingerprint(preset)})")
+    return "\n".join(lines)

@@ -20,7 +20,6 @@ from pathlib import Path
 from . import data as data_mod, specs
 
 ARTIFACTS_DIR = "artifacts"
-RUNTIMES = ("pytorch-eager", "tensorflow", "litert")
 
 # What every artifact expects as input (both frameworks are fed the same numbers; the layout is each
 # runtime's own and is stated per file).

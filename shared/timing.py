@@ -62,7 +62,7 @@ class TimingBackend(Protocol):
 def _cpu_ticks() -> tuple[int, int]:
     """(busy, total) jiffies of all CPUs since boot (``/proc/stat``). Busy is user + nice + system + irq +
     softirq: steal (time the hypervisor gave other VMs) is not a process of this machine, and it rises with
-    this process's own load on a VM (measured: ~10% of the ticks while timing on 2 threads here)."""
+    this process's own load on a VM (measured here: 56 of 427 ticks, 13%, over 2 s of LiteRT on 2 threads)."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     fields += [0] * (8 - len(fields))
     user, nice, system, _idle, _iowait, irq, softirq, _steal = fields[:8]

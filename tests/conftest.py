@@ -49,3 +49,21 @@ def pt_smoke_ctx(pt_backend, tmp_path_factory):
 def tf_smoke_ctx(tf_backend, tmp_path_factory):
     """A smoke-preset RunContext whose Keras baselines (both archs, seed 0) are trained and saved."""
     return _smoke_ctx(tf_backend, tmp_path_factory.mktemp("tf_smoke"))
+
+
+class _QuietMeter:
+    """A CpuMeter that reports a quiet machine: for tests about what the timing pass times, not about the
+    load check (tests/test_timing.py checks the real meter against a real second process)."""
+
+    def start(self):
+        return self
+
+    def stop(self):
+        return 0.0
+
+
+@pytest.fixture
+def quiet_meter(monkeypatch):
+    from shared import timing
+
+    monkeypatch.setattr(timing, "CpuMeter", _QuietMeter)

@@ -239,7 +239,7 @@ def test_the_artifact_is_the_measured_model(run):
     assert checked >= 6
 
 
-def test_the_timing_pass_times_every_artifact_against_its_baseline(run, monkeypatch):
+def test_the_timing_pass_times_every_artifact_against_its_baseline(run, quiet_meter):
     from shared import timing
     from shared.measure import MeasureProtocol
 
@@ -249,15 +249,6 @@ def test_the_timing_pass_times_every_artifact_against_its_baseline(run, monkeypa
     else:
         from tensorflow_impl.suite import timing_backend
     quiet = {"others_cpu": 0.0, "loadavg_1m": 0.0, "study_processes": [], "cpu_count": 2}
-
-    class QuietMeter:  # the load check has its own tests (test_timing); this one is about what gets timed
-        def start(self):
-            return self
-
-        def stop(self):
-            return 0.0
-
-    monkeypatch.setattr(timing, "CpuMeter", QuietMeter)
     protocol = MeasureProtocol(warmup=1, repeats=3, latency_batch_sizes=(1, 8))
     timing.run_timing(timing_backend(2), run["out_dir"], protocol, log=lambda _: None, load_probe=lambda: quiet)
     timings = timing.read_timings(run["out_dir"])

@@ -11,21 +11,6 @@ from shared.measure import MeasureProtocol
 
 QUIET = {"others_cpu": 0.01, "loadavg_1m": 0.1, "study_processes": [], "cpu_count": 2}
 
-
-class QuietMeter:
-    """A CpuMeter that reports a quiet machine, for the tests that are about the timing, not the load (the
-    real meter is tested against a real second process below)."""
-
-    def start(self):
-        return self
-
-    def stop(self):
-        return 0.0
-
-
-@pytest.fixture
-def quiet_meter(monkeypatch):
-    monkeypatch.setattr(timing, "CpuMeter", QuietMeter)
 PROTOCOL = MeasureProtocol(warmup=2, repeats=6, latency_batch_sizes=(1, 4))
 
 

@@ -25,9 +25,16 @@ class TorchBackend:
     export_state = staticmethod(export_state)
     import_state = staticmethod(import_state)
 
+    def end_cell(self) -> None:
+        import gc
+
+        gc.collect()  # a cell's models are unreachable once its row is written; nothing global to reset
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
     # training and evaluation
     def train(self, model, dataset, recipe, seed, *, label, steps=None, on_step=None, teacher=None,
-              temperature=None, alpha=None, device=None):
+              temperature=None, alpha=None, device=None, checkpoints=None):
         # a QAT model trains on the CPU, where its int8 form runs: convert_fx packs weights for the CPU engine
         device = device or (Q.CPU if getattr(model, "qat_on_cpu", False) else T.pick_device())
         loss_fn = None
@@ -35,7 +42,7 @@ class TorchBackend:
             loss_fn = distill.distillation_loss(distill.frozen(teacher, device), temperature, alpha,
                                                 recipe.label_smoothing)
         return T.train(model, dataset, recipe, seed, label=label, device=device, loss_fn=loss_fn,
-                       on_step=on_step, steps=steps)
+                       on_step=on_step, steps=steps, checkpoints=checkpoints)
 
     evaluate = staticmethod(T.evaluate)
     recalibrate_bn = staticmethod(T.recalibrate_bn)

@@ -23,6 +23,10 @@ def timing_backend(threads: int):
     return TorchTiming(threads)
 
 
+def backend(preset) -> TorchBackend:
+    return TorchBackend()
+
+
 def run(preset, out_dir, **kwargs) -> list[dict]:
-    return run_suite(TorchBackend(), preset, out_dir,
+    return run_suite(backend(preset), preset, out_dir,
                      environment=lambda: environment(preset.measure.threads), **kwargs)

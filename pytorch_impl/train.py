@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from shared import data as shared_data
+from shared import data as shared_data, resume as shared_resume
 from shared.progress import EpochProgress
 from shared.recipe import Recipe, augmentation_draws, epoch_orders, lr_at, steps_per_epoch
 
@@ -87,13 +87,14 @@ def evaluate(model, split: shared_data.Split, batch_size: int, device=None) -> t
 
 
 def train(model, dataset: shared_data.Dataset, recipe: Recipe, seed: int, label: str = "pytorch",
-          device=None, loss_fn=None, on_step=None, steps: int | None = None) -> dict:
+          device=None, loss_fn=None, on_step=None, steps: int | None = None, checkpoints=None) -> dict:
     """Train in place with the shared recipe; return the history and throughput.
 
     ``loss_fn(logits, y, x)`` replaces the label-smoothed cross-entropy (knowledge distillation needs the
     augmented batch ``x`` for its teacher); ``on_step(step, total_steps)`` runs after every optimizer step
     (pruning holds and raises its masks there); ``steps`` stops after that many steps instead of after
-    ``recipe.epochs`` whole epochs (a share of a budget), the LR schedule spanning those steps.
+    ``recipe.epochs`` whole epochs (a share of a budget), the LR schedule spanning those steps;
+    ``checkpoints`` (``shared.resume.CellCheckpoints``) keeps every finished epoch and resumes after the last.
     """
     device = device or pick_device()
     torch.manual_seed(seed)
@@ -110,8 +111,12 @@ def train(model, dataset: shared_data.Dataset, recipe: Recipe, seed: int, label:
     y_all = torch.from_numpy(dataset.train.y).to(device)
     opt = make_optimizer(model, recipe)
     progress = EpochProgress(label, epochs, per_epoch)
-    history, train_time = [], 0.0
-    for epoch in range(epochs):
+    resumed = shared_resume.begin(checkpoints, recipe=recipe, seed=seed, total_steps=total, epochs=epochs,
+                                  n_train=n, label=label, on_step=on_step)
+    if resumed.arrays is not None:
+        load_training_state(model, opt, resumed.arrays)
+    history, train_time = list(resumed.history), resumed.train_time
+    for epoch in range(resumed.epoch, epochs):
         model.train()
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
@@ -152,12 +157,36 @@ def train(model, dataset: shared_data.Dataset, recipe: Recipe, seed: int, label:
         }
         history.append(row)
         progress.epoch_end(row)
+        resumed.commit(epoch + 1, lambda: training_state(model, opt), history, train_time)
     return {
         "history": history,
         "train_time_s": train_time,
         "train_images_per_s": total * recipe.batch_size / train_time,
         "device": str(device),
     }
+
+
+def training_state(model, opt) -> dict[str, np.ndarray]:
+    """Everything a resumed epoch needs: every parameter and buffer (observers and fake-quant ranges of a
+    QAT model included), SGD's momentum buffers, and the global RNG (no layer draws from it today)."""
+    arrays = {f"model/{k}": v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    for i, state in opt.state_dict()["state"].items():
+        arrays.update({f"opt/{i}/{k}": v.detach().cpu().numpy() for k, v in state.items() if torch.is_tensor(v)})
+    arrays["rng/torch"] = torch.get_rng_state().numpy()
+    return arrays
+
+
+def load_training_state(model, opt, arrays: dict[str, np.ndarray]) -> None:
+    model.load_state_dict({k[len("model/"):]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("model/")})
+    saved = opt.state_dict()
+    device = next(model.parameters()).device
+    state: dict = {}
+    for key, v in arrays.items():
+        if key.startswith("opt/"):
+            _, i, name = key.split("/", 2)
+            state.setdefault(int(i), {})[name] = torch.from_numpy(v).to(device)
+    opt.load_state_dict({**saved, "state": state})
+    torch.set_rng_state(torch.from_numpy(arrays["rng/torch"]))
 
 
 @torch.no_grad()

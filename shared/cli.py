@@ -79,14 +79,46 @@ def suite_time(package: str, args) -> int:
     return 0
 
 
+def suite_calibrate(package: str, args) -> int:
+    from .estimate import calibrate
+
+    console.configure(False)
+    with console.quiet_native():
+        suite = importlib.import_module(f"{package}.suite")
+    import contextlib
+    import io
+    import json
+
+    preset = get_preset(args.preset)
+    err = os.fdopen(os.dup(2), "w")  # the progress lines, past quiet_native's capture of fd 2
+
+    def log(message):
+        print(f"{package}: {message}", file=err, flush=True)
+
+    # the calibration's own training lines and the converters' native notices are not the user's progress
+    with console.quiet_native(), contextlib.redirect_stdout(io.StringIO()):
+        result = calibrate(suite.backend(preset), preset, log=log)
+    text = json.dumps(result, indent=1)
+    if args.output is None:
+        print(text)
+    else:
+        args.output.write_text(text)
+    return 0
+
+
 def suite_main(package: str, argv=None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {package}")
     sub = parser.add_subparsers(dest="command", required=True)
     _run_args(sub.add_parser("run", help="run this framework's suite"))
     _time_args(sub.add_parser("time", help="time this framework's artifacts of a run (the timing pass)"))
+    cal = sub.add_parser("calibrate", help="measure this framework's throughput for `shared plan`'s estimate")
+    cal.add_argument("--preset", required=True, choices=sorted(PRESETS))
+    cal.add_argument("--output", type=Path, default=None, help="write the JSON here (default: stdout)")
     args = parser.parse_args(argv)
     if args.command == "time":
         return suite_time(package, args)
+    if args.command == "calibrate":
+        return suite_calibrate(package, args)
     t0 = time.time()
     argv = sys.argv[1:] if argv is None else argv
     if args.controlled and package == "pytorch_impl":
@@ -169,6 +201,10 @@ def main(argv=None) -> int:
     plan_p.add_argument("--framework", action="append", choices=SUITES)
     plan_p.add_argument("--arch", action="append", choices=ARCHS)
     plan_p.add_argument("--technique", action="append", choices=TECHNIQUES)
+    plan_p.add_argument("--calibration", action="append", type=Path, default=[],
+                        help="a stated calibration (JSON from `python -m <suite> calibrate`, e.g. measured on the "
+                             "GPU the run will go to) instead of measuring one here; repeatable, one per framework")
+    plan_p.add_argument("--no-estimate", action="store_true", help="list the cells only (no calibration)")
     rep = sub.add_parser("report", help="write the report of a results directory")
     rep.add_argument("out", type=Path)
     rep.add_argument("--fingerprint", default=None,
@@ -177,8 +213,12 @@ def main(argv=None) -> int:
     if args.command in ("list", "plan"):
         from .listing import list_text, plan_text
 
-        print(list_text() if args.command == "list" else
-              plan_text(get_preset(args.preset), args.out, args.framework, args.technique, args.arch))
+        if args.command == "list":
+            print(list_text())
+            return 0
+        preset = get_preset(args.preset)
+        calibrations = None if args.no_estimate else plan_calibrations(preset, args.framework or SUITES, args.calibration)
+        print(plan_text(preset, args.out, args.framework, args.technique, args.arch, calibrations))
         return 0
     if args.command == "report":
         from .report import write_report
@@ -192,6 +232,35 @@ def main(argv=None) -> int:
     except LockedError as exc:
         print(f"shared: {exc}", file=sys.stderr)
         return 2
+
+
+def plan_calibrations(preset, suites, stated: list[Path]) -> dict[str, dict]:
+    """{suite: calibration}: the stated files by framework, the others measured now, one process each."""
+    import tempfile
+
+    from .estimate import load_calibration
+    from .listing import FRAMEWORKS
+
+    by_framework = {}
+    for path in stated:
+        cal = load_calibration(path)
+        by_framework[cal["framework"]] = cal
+    out = {}
+    for suite in suites:
+        if FRAMEWORKS[suite] in by_framework:
+            out[suite] = by_framework[FRAMEWORKS[suite]]
+            continue
+        print(f"measuring {suite}'s throughput for the estimate (about a minute; "
+              f"--calibration FILE or --no-estimate skip it)", file=sys.stderr, flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            target = Path(tmp) / "calibration.json"
+            rc = subprocess.call([sys.executable, "-m", suite, "calibrate", "--preset", preset.name,
+                                  "--output", str(target)])
+            if rc != 0:
+                raise SystemExit(f"shared plan: the {suite} calibration failed (exit {rc}); "
+                                 f"use --no-estimate to list the cells without it")
+            out[suite] = load_calibration(target)
+    return out
 
 
 def run_all(args, command: str) -> int:

@@ -34,15 +34,37 @@ def _points(points: list[dict]) -> str:
     return " | ".join(", ".join(f"{k}={v}" for k, v in sorted(s.items())) or "—" for s in points)
 
 
-def plan_text(preset: Preset, out: Path | None, suites=None, techniques=None, archs=None) -> str:
-    """Every cell a run would execute, marked done where ``out`` already has it, and the counts."""
-    lines, total, todo = [], 0, 0
+def plan_text(preset: Preset, out: Path | None, suites=None, techniques=None, archs=None,
+              calibrations: dict[str, dict] | None = None) -> str:
+    """Every cell a run would execute, marked done where ``out`` already has it, and the counts; with
+    ``calibrations`` ({suite: calibration}, ``shared.estimate``) the estimated time of each cell and in all."""
+    from .estimate import estimate
+
+    lines, total, todo, seconds = [], 0, 0, {}
     for suite in suites or FRAMEWORKS:
         cells = plan_cells(FRAMEWORKS[suite], preset, tuple(techniques or TECHNIQUES), archs)
         done = [out is not None and finished(out, c.id) for c in cells]
-        lines.append(f"{suite}: {len(cells)} cells, {sum(done)} already finished in {out}" if out else
-                     f"{suite}: {len(cells)} cells")
-        lines += [f"  [{'done' if d else 'todo'}] {cell_label(c)}" for c, d in zip(cells, done)]
+        cost = {}
+        if calibrations and suite in calibrations:
+            todo_ids = {c.id for c, d in zip(cells, done) if not d}
+            # the baselines are dry-run too, so the checkpoints the planned cells load exist
+            dry = plan_cells(FRAMEWORKS[suite], preset, ("baseline",), archs) if "baseline" not in (techniques or TECHNIQUES) else []
+            cost = estimate(preset, calibrations[suite], dry + cells, lambda c: c.id in todo_ids)
+            seconds[suite] = sum(cost.values())
+        head = f"{suite}: {len(cells)} cells" + (f", {sum(done)} already finished in {out}" if out else "")
+        lines.append(head + (f", about {_duration(seconds[suite])} to run" if suite in seconds else ""))
+        lines += [f"  [{'done' if d else 'todo'}] {cell_label(c)}" + (f"  ~{_duration(cost[c.id])}" if c.id in cost else "")
+                  for c, d in zip(cells, done)]
         total, todo = total + len(cells), todo + len(cells) - sum(done)
     lines.append(f"total: {total} cells, {todo} to run (preset {preset.name}, configuration {fingerprint(preset)})")
+    if seconds:
+        lines.append(f"estimated wall time on this machine: {_duration(sum(seconds.values()))} of training, "
+                     f"evaluation, conversion and artifacts (the timing pass, data loading and process start-up "
+                     f"are not included; the estimate assumes nothing else runs)")
     return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import artifacts, config, data as data_mod, state as neutral
+from .resume import CellCheckpoints
 from .presets import Preset, fingerprint
 from .results import cell_id, finished, write_row
 from .techniques import CONTROLLED_SOURCE, TECHNIQUES, operating_points  # noqa: F401  (re-exported)
@@ -44,6 +45,7 @@ class RunContext:
     controlled: bool = False
     _dataset: object = None
     measured_model: object = None  # what the running cell's driver measured last: its artifact
+    checkpoints: CellCheckpoints | None = None  # the running cell's per-epoch training checkpoints
 
     @property
     def dataset(self) -> data_mod.Dataset:
@@ -126,6 +128,7 @@ def run_suite(backend, preset: Preset, out_dir, *, data_dir=None, archs=None, te
             "settings": cell.settings, "seed": cell.seed, "preset": preset.name, "fingerprint": cell.fingerprint,
             "config": config.to_jsonable(preset), "command": command or " ".join(sys.argv),
         }
+        ctx.checkpoints = CellCheckpoints(out_dir / "checkpoints" / "partial" / cell.id, log)
         try:
             ctx.measured_model = None
             row.update(REGISTRY[cell.technique](backend, ctx, cell))
@@ -142,10 +145,25 @@ def run_suite(backend, preset: Preset, out_dir, *, data_dir=None, archs=None, te
             log(f"[{framework}] FAILED {cell.arch}/{cell.technique}/s{cell.seed}: {exc!r}")
         row["env"] = environment()
         row["wall_time_s"] = time.time() - started
+        row["process_rss_mib"] = process_rss_mib()  # the suite's footprint so far: it must not grow per cell
         write_row(out_dir, row)
+        ctx.checkpoints.clear()  # the row is the cell's result now; an interrupted cell keeps its epochs
+        ctx.checkpoints = None
+        backend.end_cell()
         rows.append(row)
         t_run += row["wall_time_s"]
     return rows
+
+
+def process_rss_mib() -> float | None:
+    """This process's resident memory now (Linux ``/proc``; None elsewhere)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
 
 
 def cell_label(cell: Cell) -> str:

@@ -36,13 +36,22 @@ class KerasBackend:
     export_state = staticmethod(export_state)
     import_state = staticmethod(import_state)
 
+    def end_cell(self) -> None:
+        # Keras keeps every layer ever built in its global graph state and name counters; without this a
+        # suite's memory grew with each cell (see the README's resource note for the measured RSS).
+        import gc
+
+        keras.backend.clear_session()
+        gc.collect()
+
     # training and evaluation
     def train(self, model, dataset, recipe, seed, *, label, steps=None, on_step=None, teacher=None,
-              temperature=None, alpha=None):
+              temperature=None, alpha=None, checkpoints=None):
         if teacher is not None:
             teacher.trainable = False  # only ever called in inference mode
             model = distill.Distiller(model, teacher, temperature, alpha, recipe.label_smoothing)
-        return T.train(model, dataset, recipe, seed, label=label, on_step=on_step, steps=steps)
+        return T.train(model, dataset, recipe, seed, label=label, on_step=on_step, steps=steps,
+                       checkpoints=checkpoints)
 
     evaluate = staticmethod(T.evaluate)
     recalibrate_bn = staticmethod(T.recalibrate_bn)

@@ -35,7 +35,11 @@ def timing_backend(threads: int):
     return KerasTiming(threads)
 
 
-def run(preset, out_dir, **kwargs) -> list[dict]:
+def backend(preset) -> KerasBackend:
     configure_threads(preset.measure.threads)
-    return run_suite(KerasBackend(preset.recipe.weight_decay), preset, out_dir,
+    return KerasBackend(preset.recipe.weight_decay)
+
+
+def run(preset, out_dir, **kwargs) -> list[dict]:
+    return run_suite(backend(preset), preset, out_dir,
                      environment=lambda: environment(preset.measure.threads), **kwargs)

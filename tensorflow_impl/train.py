@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from shared import data as shared_data
+from shared import data as shared_data, resume as shared_resume
 from shared.progress import EpochProgress
 from shared.recipe import Recipe, augmentation_draws, epoch_orders, lr_at, steps_per_epoch
 
@@ -58,10 +58,12 @@ class TabulatedSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return {"table": self.table.numpy().tolist()}
 
 
-def train_pipeline(split: shared_data.Split, recipe: Recipe, seed: int, epochs: int, num_classes: int):
+def train_pipeline(split: shared_data.Split, recipe: Recipe, seed: int, epochs: int, num_classes: int,
+                   start_epoch: int = 0):
     orders = epoch_orders(len(split), epochs, seed, recipe.batch_size)
     draws = augmentation_draws(orders.shape, seed, recipe.crop_padding, recipe.flip)
-    per_batch = [a.reshape(-1, recipe.batch_size) for a in (orders, draws["oy"], draws["ox"], draws["flip"])]
+    # a resumed training starts at its epoch's first batch (fit's initial_epoch does not skip any data)
+    per_batch = [a[start_epoch:].reshape(-1, recipe.batch_size) for a in (orders, draws["oy"], draws["ox"], draws["flip"])]
     pad, hw = recipe.crop_padding, split.x.shape[1]
     x = tf.constant(np.pad(split.x, ((0, 0), (pad, pad), (pad, pad), (0, 0))))  # padded once, not per batch
     y = tf.constant(split.y)
@@ -99,10 +101,11 @@ def predict_logits(model, x_uint8, batch_size: int) -> np.ndarray:
 
 
 class _History(keras.callbacks.Callback):
-    def __init__(self, dataset, recipe, steps, total, progress):
+    def __init__(self, dataset, recipe, steps, total, progress, resumed):
         super().__init__()
         self.dataset, self.recipe, self.steps, self.total, self.progress = dataset, recipe, steps, total, progress
-        self.rows, self.train_time, self.done = [], 0.0, 0
+        self.resumed = resumed
+        self.rows, self.train_time, self.done = list(resumed.history), resumed.train_time, resumed.epoch * steps
 
     def on_epoch_begin(self, epoch, logs=None):
         self.t0, self.epoch_start = time.perf_counter(), self.done
@@ -127,15 +130,35 @@ class _History(keras.callbacks.Callback):
         }
         self.rows.append(row)
         self.progress.epoch_end(row)
+        self.resumed.commit(epoch + 1, lambda: training_state(self.model), self.rows, self.train_time)
+
+
+def training_state(model) -> dict[str, np.ndarray]:
+    """Every variable of the model (QAT quantizer ranges and pruning wrappers included) and of its optimizer
+    (the step counter that indexes the LR table, the momentum buffers), by position: the resumed cell
+    rebuilds the same model, but Keras numbers layer names per process."""
+    arrays = {f"model/{i}": v.numpy() for i, v in enumerate(model.weights)}
+    arrays.update({f"opt/{i}": v.numpy() for i, v in enumerate(model.optimizer.variables)})
+    return arrays
+
+
+def load_training_state(model, arrays: dict[str, np.ndarray]) -> None:
+    model.optimizer.build(model.trainable_variables)  # its buffers exist before fit's first step
+    for prefix, variables in (("model", model.weights), ("opt", model.optimizer.variables)):
+        saved = sorted((int(k.split("/")[1]), v) for k, v in arrays.items() if k.startswith(prefix + "/"))
+        if len(saved) != len(variables):
+            raise ValueError(f"epoch checkpoint has {len(saved)} {prefix} variables, the model {len(variables)}")
+        for variable, (_, value) in zip(variables, saved):
+            variable.assign(value)
 
 
 class _StepHook(keras.callbacks.Callback):
     """``on_step(step, total)`` after every optimizer step; stops ``fit`` after ``total`` steps (a budget's
     share that ends inside an epoch: Keras checks ``stop_training`` after every batch)."""
 
-    def __init__(self, on_step, total):
+    def __init__(self, on_step, total, start: int = 0):
         super().__init__()
-        self.on_step, self.total, self.step = on_step, total, 0
+        self.on_step, self.total, self.step = on_step, total, start
 
     def on_train_batch_end(self, batch, logs=None):
         if self.on_step is not None:
@@ -146,12 +169,13 @@ class _StepHook(keras.callbacks.Callback):
 
 
 def train(model, dataset: shared_data.Dataset, recipe: Recipe, seed: int, label: str = "keras",
-          callbacks=(), on_step=None, steps: int | None = None) -> dict:
+          callbacks=(), on_step=None, steps: int | None = None, checkpoints=None) -> dict:
     """Train in place with the shared recipe (model built with weight_decay=recipe.weight_decay).
 
     ``callbacks`` run inside ``fit``; ``on_step(step, total_steps)`` after every optimizer step (pruning
     holds and raises its masks there); ``steps`` stops after that many steps instead of after
-    ``recipe.epochs`` whole epochs, the LR schedule spanning those steps (as in the PyTorch suite).
+    ``recipe.epochs`` whole epochs, the LR schedule spanning those steps (as in the PyTorch suite);
+    ``checkpoints`` (``shared.resume.CellCheckpoints``) keeps every finished epoch and resumes after the last.
     """
     keras.utils.set_random_seed(seed)
     n = len(dataset.train)
@@ -168,11 +192,16 @@ def train(model, dataset: shared_data.Dataset, recipe: Recipe, seed: int, label:
             keras.metrics.CategoricalAccuracy(name="acc"),
         ],
     )
-    history = _History(dataset, recipe, per_epoch, total, EpochProgress(label, epochs, per_epoch))
-    pipeline = train_pipeline(dataset.train, recipe, seed, epochs, num_classes)
-    # the step hook first: a mask it applies after a batch is in place before anything else looks
-    model.fit(pipeline, epochs=epochs, steps_per_epoch=per_epoch,
-              callbacks=[_StepHook(on_step, total), *callbacks, history], verbose=0)
+    resumed = shared_resume.begin(checkpoints, recipe=recipe, seed=seed, total_steps=total, epochs=epochs,
+                                  n_train=n, label=label, on_step=on_step)
+    if resumed.arrays is not None:
+        load_training_state(model, resumed.arrays)
+    history = _History(dataset, recipe, per_epoch, total, EpochProgress(label, epochs, per_epoch), resumed)
+    if resumed.epoch < epochs:
+        pipeline = train_pipeline(dataset.train, recipe, seed, epochs, num_classes, resumed.epoch)
+        # the step hook first: a mask it applies after a batch is in place before anything else looks
+        model.fit(pipeline, epochs=epochs, initial_epoch=resumed.epoch, steps_per_epoch=per_epoch,
+                  callbacks=[_StepHook(on_step, total, resumed.epoch * per_epoch), *callbacks, history], verbose=0)
     return {
         "history": history.rows,
         "train_time_s": history.train_time,

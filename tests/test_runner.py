@@ -25,6 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 class FakeBackend:
     name = "fake"
 
+    def end_cell(self):
+        pass
+
 
 FAKE = FakeBackend()
 

@@ -12,7 +12,7 @@ def baseline(backend, ctx, cell) -> dict:
     preset = ctx.preset
     model = backend.build(cell.arch, width=preset.width, seed=cell.seed)  # the initial weights are the seed's
     stats = backend.train(model, ctx.dataset, preset.recipe, cell.seed,
-                          label=f"[{backend.name} {cell.arch} s{cell.seed}]")
+                          label=f"[{backend.name} {cell.arch} s{cell.seed}]", checkpoints=ctx.checkpoints)
     # later techniques start from this checkpoint (safetensors: loading it never unpickles)
     save_state(backend, model, ctx.checkpoint_path(backend.name, cell.arch, cell.seed))
     return measured(backend, model, ctx, **stats)

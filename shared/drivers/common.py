@@ -47,7 +47,7 @@ def finetune(backend, ctx, cell, model, budget: Budget, label: str, steps: int |
     data = finetune_data(ctx, budget)
     recipe = budget_recipe(ctx.preset.recipe, budget)
     stats = backend.train(model, data, recipe, cell.seed, label=f"[{backend.name} {cell.arch} {label}]",
-                          steps=steps, **train_kwargs)
+                          steps=steps, checkpoints=ctx.checkpoints, **train_kwargs)
     stats["budget"] = budget_figures(ctx.preset.recipe, budget, len(data.train), steps)
     return stats
 

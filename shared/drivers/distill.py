@@ -25,7 +25,7 @@ def build_student(backend, ctx, cell):
 def train_student(backend, ctx, cell, student, label: str, teacher=None, temperature=None, alpha=None) -> dict:
     stats = backend.train(student, ctx.dataset, ctx.preset.recipe, cell.seed,
                           label=f"[{backend.name} {cell.arch} {label} s{cell.seed}]",
-                          teacher=teacher, temperature=temperature, alpha=alpha)
+                          teacher=teacher, temperature=temperature, alpha=alpha, checkpoints=ctx.checkpoints)
     stats["budget"] = budget_figures(ctx.preset.recipe, STUDENT_BUDGET, len(ctx.dataset.train))
     return stats
 

@@ -30,6 +30,17 @@ class GradualPruning:
         elif self.masks is not None:
             self.masker.apply()
 
+    def state(self) -> tuple[dict, dict]:
+        """The masks raised so far and their schedule: what a training resumed mid-ramp continues from."""
+        return ({} if self.masks is None else {f"mask/{k}": v for k, v in self.masks.items()}), {"schedule": self.schedule}
+
+    def restore(self, arrays: dict, record: dict) -> None:
+        masks = {k[len("mask/"):]: v.astype(bool) for k, v in arrays.items() if k.startswith("mask/")}
+        self.masks = masks or None
+        self.schedule = list(record.get("schedule", []))
+        if self.masks is not None:
+            self.masker.set(self.masks)
+
 
 class HeldMasks:
     """A train step hook that keeps fixed one-shot masks in place."""

@@ -5,6 +5,7 @@ Forms: ``fp32`` (a ``models.build`` network), ``int8_static`` (FX x86 int8 from 
 converted graph, rebuilt by converting a fresh network and loading the saved scales and int8 weights over
 it), ``int8_dynamic`` (``quantize_dynamic`` of Linear layers), ``bf16_autocast`` (the fp32 state, run under
 CPU bf16 autocast) and ``simulated`` (BN-folded Qm.n fake quantization: float arithmetic, not timed).
+Every fp32 network is also exported to ONNX (``onnx_export``) for the shared ONNX Runtime runtime.
 """
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from pathlib import Path
 
 import torch
 
+from shared import onnx_runtime
 from shared.artifacts import write_atomic
 from shared.backend import Quantized
-from . import models, quantization as Q
+from . import models, onnx_export, quantization as Q
 
 RUNTIME = "pytorch-eager"
 PRECISION = {"fp32": "fp32", "int8_static": "int8", "int8_dynamic": "int8 (Linear only)",
@@ -33,7 +35,11 @@ def save(artifact, stem: Path) -> dict[str, dict]:
     if form == "simulated":
         return {"none": {**entry, "reason": "simulated fixed point: fake quantization in float32, no runtime "
                                             "executes Qm.n arithmetic, so its latency would mean nothing"}}
-    return {RUNTIME: entry}
+    runtimes = {RUNTIME: entry}
+    if form == "fp32":  # every float network also runs on ONNX Runtime (the runtime both frameworks share)
+        onnx_path = stem.with_name(stem.name + ".onnx")
+        runtimes[onnx_runtime.RUNTIME] = onnx_runtime.exported(lambda: onnx_export.export(model, onnx_path))
+    return runtimes
 
 
 def load(sidecar: dict, artifacts_dir: Path) -> torch.nn.Module:

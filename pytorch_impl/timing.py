@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from shared import provenance
+from shared import onnx_runtime, provenance
 from . import artifacts
 
-RUNTIMES = (artifacts.RUNTIME,)
+RUNTIMES = (artifacts.RUNTIME, onnx_runtime.RUNTIME)
 
 
 class EagerRunner:
@@ -42,6 +42,8 @@ class TorchTiming:
     def runner(self, sidecar, runtime, artifacts_dir, threads):
         if runtime not in RUNTIMES:
             raise ValueError(f"the PyTorch suite has no runtime {runtime!r}")
+        if runtime == onnx_runtime.RUNTIME:
+            return onnx_runtime.runner(sidecar, artifacts_dir, threads)
         return EagerRunner(artifacts.load(sidecar, artifacts_dir))
 
     def threads(self) -> dict:

@@ -10,6 +10,8 @@ Runtimes (the names rows and reports use):
 - ``pytorch-eager``: a PyTorch module called eagerly on the CPU (fp32, x86 int8 modules, bf16 autocast).
 - ``tensorflow``: a Keras model called through a traced ``tf.function`` (Keras' serving path).
 - ``litert``: a TFLite flatbuffer on the LiteRT interpreter (XNNPACK).
+- ``onnxruntime``: an ONNX export on ONNX Runtime's CPU provider, the same runtime for both frameworks
+  (``shared.onnx_runtime``): every float network, and TFLite's int8 flatbuffers.
 """
 from __future__ import annotations
 
@@ -28,7 +30,9 @@ INPUT_CONVENTION = {
     "mean": [m * 255 for m in data_mod.MEAN],
     "std": [s * 255 for s in data_mod.STD],
     "layout": {"pytorch-eager": "NCHW tensor in channels_last memory format (model converted to channels_last)",
-               "tensorflow": "NHWC float32", "litert": "NHWC float32 (int8 models quantize it inside the call)"},
+               "tensorflow": "NHWC float32", "litert": "NHWC float32 (int8 models quantize it inside the call)",
+               "onnxruntime": "float32, the exporter's layout (the entry's 'layout': NCHW from PyTorch, NHWC "
+                              "from Keras)"},
     "output": "float32 logits, 10 classes",
 }
 

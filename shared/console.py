@@ -21,9 +21,11 @@ HARMLESS_WARNINGS = (
      "PyTorch's sparse CSR is used only to size unstructured-sparse artifacts (sparsity.sparse_sizes)"),
     (".*tf.function retracing.*", UserWarning,
      "the timing pass traces one tf.function per model and batch size, by design"),
+    (r"\s*Warning: tf\.lite\.Interpreter is deprecated", UserWarning,
+     "tf2onnx's from_tflite reads a flatbuffer with tf.lite.Interpreter; the suite runs them on ai_edge_litert"),
 )
 # Python loggers of the libraries, set to ERROR when quiet (retracing notices, converter INFO lines)
-LIBRARY_LOGGERS = ("tensorflow", "absl", "tensorflow_model_optimization", "h5py")
+LIBRARY_LOGGERS = ("tensorflow", "absl", "tensorflow_model_optimization", "h5py", "tf2onnx")
 
 
 def verbose() -> bool:

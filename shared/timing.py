@@ -287,10 +287,10 @@ def run_timing(backend: TimingBackend, out_dir, protocol: MeasureProtocol | None
             counts["skipped"] += len(members)
             continue
         p = protocol or _protocol_of(out_dir, ref_id)
-        for runtime in reference["runtimes"]:
-            if runtime == "none":
+        for runtime, ref_entry in reference["runtimes"].items():
+            if runtime == "none" or "reason" in ref_entry:  # not timed, and the sidecar says why
                 continue
-            timed = [s for s in members if runtime in s["runtimes"]]
+            timed = [s for s in members if "reason" not in s["runtimes"].get(runtime, {"reason": "absent"})]
             ids = [s["cell_id"] for s in timed]
             if not retime and _done(out_dir, ids, runtime):
                 counts["skipped"] += len(ids)

@@ -13,9 +13,10 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from shared import onnx_runtime
 from shared.artifacts import write_atomic
 from shared.backend import Quantized
-from . import tflite
+from . import onnx_export, tflite
 
 PRECISION = {"tflite_int8": "int8", "tflite_dynamic": "int8 weights, float activations (dynamic range)",
              "tflite_fp16": "fp16 weights", "simulated": "fixed point (simulated)"}
@@ -34,8 +35,10 @@ def save(artifact, stem: Path) -> dict[str, dict]:
         write_atomic(keras_path, _uncompiled_copy(artifact).save)
         content = tflite.convert(artifact, "fp32")
         write_atomic(lite_path, lambda tmp: tmp.write_bytes(content))
+        onnx_path = stem.with_name(stem.name + ".onnx")
         return {"tensorflow": {"file": keras_path.name, "form": "keras_fp32", "precision": "fp32"},
-                "litert": {"file": lite_path.name, "form": "tflite_fp32", "precision": "fp32"}}
+                "litert": {"file": lite_path.name, "form": "tflite_fp32", "precision": "fp32"},
+                onnx_runtime.RUNTIME: onnx_runtime.exported(lambda: onnx_export.export(artifact, onnx_path))}
     form = artifact.form
     if form not in PRECISION:
         raise ValueError(f"unknown Keras artifact form {form!r}: one of {', '.join(PRECISION)}")
@@ -47,7 +50,12 @@ def save(artifact, stem: Path) -> dict[str, dict]:
                                    "arithmetic, so its latency would mean nothing"}}
     path = stem.with_name(stem.name + ".tflite")
     write_atomic(path, lambda tmp: tmp.write_bytes(artifact.model))
-    return {"litert": {"file": path.name, "form": form, "precision": PRECISION[form]}}
+    runtimes = {"litert": {"file": path.name, "form": form, "precision": PRECISION[form]}}
+    if form == "tflite_int8":  # TFLite's int8 graph on ONNX Runtime: the quantizer without its runtime
+        onnx_path = stem.with_name(stem.name + ".onnx")
+        runtimes[onnx_runtime.RUNTIME] = onnx_runtime.exported(
+            lambda: onnx_export.export_tflite(artifact.model, onnx_path, "onnx_from_tflite_int8", "int8"))
+    return runtimes
 
 
 class KerasRunner:
@@ -78,6 +86,8 @@ class LiteRunner:
 
 
 def runner(sidecar: dict, runtime: str, artifacts_dir: Path, threads: int):
+    if runtime == onnx_runtime.RUNTIME:
+        return onnx_runtime.runner(sidecar, artifacts_dir, threads)
     entry = sidecar["runtimes"][runtime]
     path = Path(artifacts_dir) / entry["file"]
     if runtime == "tensorflow":

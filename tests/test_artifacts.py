@@ -28,8 +28,11 @@ def test_sidecar_names_reference_runtimes_and_input(pt_backend, tmp_path):
     assert on_disk == sidecar
     assert sidecar["reference"] == "pytorch__resnet18__baseline__bf21a9e8fb__fp__s0"
     assert sidecar["widths"] == list(model.widths) and sidecar["arch"] == "resnet18"
+    onnx = sidecar["runtimes"].pop("onnxruntime")
     assert sidecar["runtimes"] == {"pytorch-eager": {"file": f"{sidecar['cell_id']}.pt", "form": "fp32",
                                                      "precision": "fp32"}}
+    assert onnx["file"] == f"{sidecar['cell_id']}.onnx" and onnx["layout"] == "NCHW" and onnx["parity_max_abs"] <= 1e-4
+    sidecar["runtimes"]["onnxruntime"] = onnx
     assert sidecar["input"]["mean"] == pytest.approx([125.307, 122.961, 113.8575], abs=1e-3)
     assert not [p for p in artifacts.artifact_dir(tmp_path).iterdir() if p.name.startswith(".")]  # no temp left
 
@@ -70,11 +73,12 @@ def test_keras_float_artifacts_load_in_safe_mode_and_on_litert(tf_backend, tmp_p
     model = tf_backend.build("resnet18", width=WIDTH, seed=0)
     sidecar = save(tf_backend, model, tmp_path, "prune_global", model.widths)
     assert {k: v["form"] for k, v in sidecar["runtimes"].items()} == {"tensorflow": "keras_fp32",
-                                                                      "litert": "tflite_fp32"}
+                                                                      "litert": "tflite_fp32",
+                                                                      "onnxruntime": "onnx_fp32"}
     x = calibration(4, seed=1)[0]
     want = model(x, training=False).numpy()
     adir = artifacts.artifact_dir(tmp_path)
-    for runtime, tol in (("tensorflow", 0.0), ("litert", 1e-4)):
+    for runtime, tol in (("tensorflow", 0.0), ("litert", 1e-4), ("onnxruntime", 1e-4)):
         runner = tf_artifacts.runner(sidecar, runtime, adir, threads=2)
         np.testing.assert_allclose(runner(runner.make_input(x)), want, atol=tol, rtol=tol)
 
@@ -87,7 +91,8 @@ def test_tflite_int8_timing_includes_the_input_quantization(tf_backend, tmp_path
     model = tf_backend.build("vgg16", width=WIDTH, seed=0)
     quantized = tf_backend.quantize_static(model, "minmax", calibration())
     sidecar = save(tf_backend, quantized, tmp_path, "int8_static", model.widths)
-    assert list(sidecar["runtimes"]) == ["litert"]
+    assert list(sidecar["runtimes"]) == ["litert", "onnxruntime"]  # TFLite's int8 graph on ORT too
+    assert sidecar["runtimes"]["onnxruntime"]["form"] == "onnx_from_tflite_int8"
     path = artifacts.artifact_dir(tmp_path) / sidecar["runtimes"]["litert"]["file"]
     assert path.read_bytes() == quantized.model
     runner = tf_artifacts.runner(sidecar, "litert", artifacts.artifact_dir(tmp_path), threads=2)

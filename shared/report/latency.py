@@ -13,7 +13,7 @@ from ..measure import TIMING_COLUMNS
 
 PRIMARY_RUNTIME = {"pytorch": "pytorch-eager", "keras": "litert"}
 RUNTIME_NAMES = {"pytorch-eager": "PyTorch eager (CPU)", "tensorflow": "TensorFlow (tf.function)",
-                 "litert": "LiteRT (XNNPACK)"}
+                 "litert": "LiteRT (XNNPACK)", "onnxruntime": "ONNX Runtime (CPU EP)"}
 BATCH_SIZES = (1, 64)
 NO_CHANGE = "no measurable change"
 

@@ -1,0 +1,114 @@
+"""ONNX Runtime, the one runtime for both frameworks (shared.onnx_runtime): every float export gives its source
+framework's logits (<= 1e-4) for both architectures, pruned and filter-pruned too; identical neutral weights
+exported from PyTorch and from Keras give the same logits on ORT; TFLite's int8 graph on ORT computes what
+LiteRT computes; the timing pass feeds each export its own layout."""
+import numpy as np
+import pytest
+
+from shared import onnx_runtime
+from shared.filter_rule import uniform_layer_ratios
+from shared.masks import apply_masks, global_masks
+
+WIDTH = 0.0625
+ARCHS = ("vgg16", "resnet18")
+
+
+def _with_stats(state, seed=0):
+    """Randomised BN statistics: an eval-mode export must carry them, not the identity defaults."""
+    rng = np.random.default_rng(seed)
+    out = dict(state)
+    for k in state:
+        if k.endswith("running_mean"):
+            out[k] = rng.normal(0, 0.1, state[k].shape).astype(np.float32)
+        elif k.endswith("running_var"):
+            out[k] = rng.uniform(0.5, 2.0, state[k].shape).astype(np.float32)
+    return out
+
+
+def _pt_logits(model, x_nhwc):
+    import torch
+
+    with torch.no_grad():
+        return model.eval()(torch.from_numpy(x_nhwc).permute(0, 3, 1, 2).contiguous()).numpy()
+
+
+def _variants(backend, arch):
+    """(name, model): a network, its 50% global-pruned copy and its filter-pruned (narrower) copy."""
+    model = backend.build(arch, width=WIDTH, seed=0)
+    state = _with_stats(backend.export_state(model))
+    model = backend.import_state(model, state)
+    pruned = backend.import_state(backend.build(arch, width=WIDTH), apply_masks(state, global_masks(state, arch, 0.5)))
+    narrow, _ = backend.prune_filters(backend.import_state(backend.build(arch, width=WIDTH), state),
+                                      uniform_layer_ratios(arch, 0.5))
+    return [("fp32", model), ("pruned", pruned), ("filter_pruned", narrow)]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_pytorch_exports_match_eager_pytorch(pt_backend, arch, tmp_path):
+    from pytorch_impl.onnx_export import export
+
+    x = onnx_runtime.probe_batch(5, seed=3)
+    for name, model in _variants(pt_backend, arch):
+        entry = export(model, tmp_path / f"{name}.onnx")
+        assert entry["layout"] == "NCHW" and entry["parity_max_abs"] <= onnx_runtime.PARITY_TOL
+        got = onnx_runtime.OrtRunner(tmp_path / entry["file"], 2, "NCHW").logits(x)
+        np.testing.assert_allclose(got, _pt_logits(model, x), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_keras_exports_match_keras(tf_backend, arch, tmp_path):
+    from tensorflow_impl.onnx_export import export
+
+    x = onnx_runtime.probe_batch(5, seed=3)
+    for name, model in _variants(tf_backend, arch):
+        entry = export(model, tmp_path / f"{name}.onnx")
+        assert entry["layout"] == "NHWC" and entry["parity_max_abs"] <= onnx_runtime.PARITY_TOL
+        got = onnx_runtime.OrtRunner(tmp_path / entry["file"], 2, "NHWC").logits(x)
+        np.testing.assert_allclose(got, model(x, training=False).numpy(), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_identical_weights_exported_from_both_frameworks_agree_on_ort(pt_backend, tf_backend, arch, tmp_path):
+    """The same-runtime comparison's premise: the two exporters' graphs compute the same function."""
+    from pytorch_impl.onnx_export import export as pt_export
+    from tensorflow_impl.onnx_export import export as tf_export
+
+    state = _with_stats(pt_backend.export_state(pt_backend.build(arch, width=WIDTH, seed=0)))
+    pt_model = pt_backend.import_state(pt_backend.build(arch, width=WIDTH), state)
+    tf_model = tf_backend.import_state(tf_backend.build(arch, width=WIDTH), state)
+    pt_export(pt_model, tmp_path / "pt.onnx")
+    tf_export(tf_model, tmp_path / "tf.onnx")
+    x = onnx_runtime.probe_batch(6, seed=7)
+    a = onnx_runtime.OrtRunner(tmp_path / "pt.onnx", 2, "NCHW").logits(x)
+    b = onnx_runtime.OrtRunner(tmp_path / "tf.onnx", 2, "NHWC").logits(x)
+    np.testing.assert_allclose(a, b, atol=1e-4, rtol=0)
+
+
+def test_tflite_int8_on_ort_computes_what_litert_computes(tf_backend, tmp_path):
+    from tensorflow_impl import tflite
+    from tensorflow_impl.onnx_export import export_tflite
+
+    model = tf_backend.build("resnet18", width=WIDTH, seed=0)
+    calibration = [onnx_runtime.probe_batch(16, seed=1)]
+    quantized = tf_backend.quantize_static(model, "minmax", calibration)
+    entry = export_tflite(quantized.model, tmp_path / "int8.onnx", "onnx_from_tflite_int8", "int8")
+    x = onnx_runtime.probe_batch(8, seed=2)
+    lite = np.asarray(tflite.LiteModel(quantized.model, 1).logits(x))
+    assert entry["quantization"]["input"][2] == "int8"  # quantized inside the timed call, as on LiteRT
+    ort = onnx_runtime.OrtRunner(tmp_path / entry["file"], 2, "NHWC", entry["quantization"]).logits(x)
+    step = float(np.max(np.abs(lite))) / 127  # one output quantization step
+    assert entry["parity_max_abs"] <= step and np.max(np.abs(ort - lite)) <= step
+    assert (ort.argmax(1) == lite.argmax(1)).mean() >= 0.75
+
+
+def test_a_failed_export_costs_only_the_onnx_entry():
+    def broken():
+        raise RuntimeError("unsupported op")
+
+    entry = onnx_runtime.exported(broken)
+    assert entry == {"reason": "ONNX export failed: RuntimeError: unsupported op"}
+
+
+def test_an_fp32_export_off_by_more_than_the_tolerance_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"differs from its source model by 0.01 .*not timed"):
+        onnx_runtime.entry(tmp_path / "m.onnx", "onnx_fp32", "fp32", "NCHW", "x", 0.01)

@@ -43,28 +43,29 @@ def _variants(backend, arch):
     return [("fp32", model), ("pruned", pruned), ("filter_pruned", narrow)]
 
 
+def _tf_logits(model, x_nhwc):
+    return model(x_nhwc, training=False).numpy()
+
+
+SUITES = {  # framework -> (backend fixture, exporter module, layout, source logits)
+    "pytorch": ("pt_backend", "pytorch_impl.onnx_export", "NCHW", _pt_logits),
+    "keras": ("tf_backend", "tensorflow_impl.onnx_export", "NHWC", _tf_logits),
+}
+
+
+@pytest.mark.parametrize("framework", SUITES)
 @pytest.mark.parametrize("arch", ARCHS)
-def test_pytorch_exports_match_eager_pytorch(pt_backend, arch, tmp_path):
-    from pytorch_impl.onnx_export import export
+def test_float_exports_match_their_source_framework(framework, arch, tmp_path, request):
+    import importlib
 
+    fixture, module, layout, source_logits = SUITES[framework]
+    backend, export = request.getfixturevalue(fixture), importlib.import_module(module).export
     x = onnx_runtime.probe_batch(5, seed=3)
-    for name, model in _variants(pt_backend, arch):
+    for name, model in _variants(backend, arch):
         entry = export(model, tmp_path / f"{name}.onnx")
-        assert entry["layout"] == "NCHW" and entry["parity_max_abs"] <= onnx_runtime.PARITY_TOL
-        got = onnx_runtime.OrtRunner(tmp_path / entry["file"], 2, "NCHW").logits(x)
-        np.testing.assert_allclose(got, _pt_logits(model, x), atol=1e-4, rtol=0)
-
-
-@pytest.mark.parametrize("arch", ARCHS)
-def test_keras_exports_match_keras(tf_backend, arch, tmp_path):
-    from tensorflow_impl.onnx_export import export
-
-    x = onnx_runtime.probe_batch(5, seed=3)
-    for name, model in _variants(tf_backend, arch):
-        entry = export(model, tmp_path / f"{name}.onnx")
-        assert entry["layout"] == "NHWC" and entry["parity_max_abs"] <= onnx_runtime.PARITY_TOL
-        got = onnx_runtime.OrtRunner(tmp_path / entry["file"], 2, "NHWC").logits(x)
-        np.testing.assert_allclose(got, model(x, training=False).numpy(), atol=1e-4, rtol=0)
+        assert entry["layout"] == layout and entry["parity_max_abs"] <= onnx_runtime.PARITY_TOL
+        got = onnx_runtime.OrtRunner(tmp_path / entry["file"], 2, layout).logits(x)
+        np.testing.assert_allclose(got, source_logits(model, x), atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

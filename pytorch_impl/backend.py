@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from shared import onnx_runtime
 from shared.backend import Quantized
 from . import artifacts, distill, models, quantization as Q, sparsity, structured, train as T
 from .measure import measure
@@ -106,6 +107,13 @@ class TorchBackend:
         saved, nonzero = facts.pop("saved_model", None), facts.pop("params_nonzero", None)
         row = Q.metrics(quantized.model, reference, ctx, saved_model=saved, params_nonzero=nonzero)
         return {**row, **facts}
+
+    onnx_toolchain = onnx_runtime  # ORT's quantizer and evaluation, the same for both suites
+
+    def export_onnx(self, model, path):
+        from .onnx_export import export
+
+        return export(model, path)
 
     # artifacts
     def save_artifacts(self, artifact, stem):

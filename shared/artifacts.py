@@ -71,7 +71,10 @@ def save(backend, artifact, out_dir, cell, preset_name: str, widths) -> dict:
     """Save ``artifact`` (a model or ``shared.backend.Quantized``) and its sidecar; return the sidecar."""
     stem = artifact_dir(out_dir) / cell.id
     stem.parent.mkdir(parents=True, exist_ok=True)
-    runtimes = backend.save_artifacts(artifact, stem)  # {runtime: {"file", "form", "precision"}}; {}: not timed
+    if getattr(artifact, "form", None) == "onnx_int8":  # ORT's quantizer (drivers.quantization.int8_ort)
+        runtimes = _save_onnx(artifact, stem)
+    else:
+        runtimes = backend.save_artifacts(artifact, stem)  # {runtime: {"file", "form", "precision"}}
     sidecar = {
         "cell_id": cell.id, "framework": cell.framework, "arch": cell.arch, "technique": cell.technique,
         "settings": cell.settings, "seed": cell.seed, "preset": preset_name, "fingerprint": cell.fingerprint,
@@ -84,6 +87,15 @@ def save(backend, artifact, out_dir, cell, preset_name: str, widths) -> dict:
     write_atomic(sidecar_path(out_dir, cell.id),
                  lambda tmp: tmp.write_text(json.dumps(sidecar, indent=1, sort_keys=True)))
     return sidecar
+
+
+def _save_onnx(artifact, stem: Path) -> dict:
+    from .onnx_runtime import RUNTIME
+
+    path = stem.with_name(stem.name + ".onnx")
+    write_atomic(path, lambda tmp: tmp.write_bytes(artifact.model))
+    return {RUNTIME: {"file": path.name, "form": "onnx_int8", "precision": "int8 (QDQ, S8S8, per-channel)",
+                      "layout": artifact.facts["layout"], "exporter": artifact.facts["exporter"]}}
 
 
 def read_sidecars(out_dir) -> list[dict]:

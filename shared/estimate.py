@@ -283,13 +283,38 @@ class CountingBackend:
         self.seconds += self.cal["int8"][model.arch]["eval_image_s"] * (len(ctx.dataset.test) + len(ctx.dataset.val))
         return self._row(model)
 
+    def export_onnx(self, model, path):
+        self.seconds += self.cal["int8"][model.arch]["artifact_float_s"]  # an export is what an artifact costs
+        self._exported = model
+        return {"file": Path(path).name, "layout": "NCHW", "exporter": "estimate"}
+
+    @property
+    def onnx_toolchain(self):
+        return _CountingOrt(self)
+
     def artifact(self, measured) -> None:
         """The runner saves every cell's measured model: a Keras float row converts a TFLite file too."""
         int8 = self.cal["int8"]
         if isinstance(measured, Quantized):
-            self.seconds += int8[measured.model.arch]["artifact_int8_s"]
+            arch = getattr(measured.model, "arch", None) or self._exported.arch  # ORT's int8: bytes
+            self.seconds += int8[arch]["artifact_int8_s"]
         elif measured is not None:
             self.seconds += int8[measured.arch]["artifact_float_s"]
+
+
+class _CountingOrt:
+    """ORT's quantizer and evaluation, priced as the framework's own conversion and int8 evaluation."""
+
+    def __init__(self, backend: CountingBackend):
+        self.backend = backend
+
+    def quantize_static(self, path, layout, calibration) -> bytes:
+        self.backend._convert(self.backend._exported, calibration)
+        return b""
+
+    def accuracy(self, path, layout, split, batch_size) -> float:
+        self.backend.seconds += self.backend.cal["int8"][self.backend._exported.arch]["eval_image_s"] * len(split)
+        return 0.5
 
 
 def sized_dataset(preset) -> data_mod.Dataset:

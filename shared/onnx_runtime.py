@@ -99,3 +99,52 @@ def exported(export) -> dict:
         return export()
     except Exception as exc:  # noqa: BLE001 - exporters raise anything (conversion, shape inference, parity)
         return {"reason": f"ONNX export failed: {type(exc).__name__}: {str(exc)[:300]}"}
+
+
+# --- ORT's own static int8 quantizer: a third int8 toolchain, on the runtime both frameworks share -------
+
+ORT_QUANTIZER = "onnxruntime.quantization.quantize_static: QDQ, S8S8, per-channel weights, MinMax calibration"
+
+
+def quantize_static(fp32_path, layout: str, calibration) -> bytes:
+    """The int8 QDQ model of an fp32 export, calibrated on ``calibration`` (normalised NHWC float32 batches,
+    the protocol's images). ``quant_pre_process`` first: ORT's docs ask for shape inference and its graph
+    optimisations (BN folding) before quantizing."""
+    import tempfile
+
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quant_pre_process, quantize_static as ort_quantize_static)
+
+    batches = [np.ascontiguousarray(np.asarray(b, np.float32).transpose(0, 3, 1, 2) if layout == "NCHW" else
+                                    np.asarray(b, np.float32)) for b in calibration]
+    name = session(fp32_path, 1).get_inputs()[0].name
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(batches)
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {name: batch}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pre, out = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
+        quant_pre_process(str(fp32_path), str(pre))
+        ort_quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+                            calibrate_method=CalibrationMethod.MinMax)
+        return out.read_bytes()
+
+
+def accuracy(path, layout: str, split, batch_size: int) -> float:
+    """Top-1 accuracy of an ONNX model on a data split (uint8 NHWC images, normalised as in training)."""
+    from . import data as data_mod
+
+    mean = np.asarray(data_mod.MEAN, np.float32) * 255
+    std = np.asarray(data_mod.STD, np.float32) * 255
+    run = OrtRunner(path, 2, layout)
+    correct = 0
+    for i in range(0, len(split), batch_size):
+        x = (split.x[i:i + batch_size].astype(np.float32) - mean) / std
+        correct += int((run.logits(x).argmax(1) == split.y[i:i + batch_size]).sum())
+    return correct / len(split)

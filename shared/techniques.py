@@ -24,6 +24,8 @@ TECHNIQUES = (
     "sensitivity", "sparsity_search",
     # quantization (Jacob et al. 2018) and reduced precision
     "int8_dynamic", "int8_static", "int8_qat", "bf16", "fixed_point",
+    # ONNX Runtime's own int8 quantizer, on either framework's fp32 export (one quantizer, one runtime)
+    "int8_ort",
     # knowledge distillation (Hinton et al. 2015) and its no-teacher control
     "kd", "kd_control",
     # combined pipelines, measured after every stage
@@ -46,6 +48,7 @@ def operating_points(technique: str, arch: str, protocol: CompressionProtocol) -
         "filter_iterative": [{"rounds": p.iterative_rounds, "ratio_per_round": p.iterative_ratio_per_round}],
         "int8_static": [{"observer": o, "calibration_images": n} for o in p.observers for n in p.calibration_sizes],
         "fixed_point": [{"bits": b} for b in p.fixed_point_bits],
+        "int8_ort": [{"observer": "minmax", "calibration_images": max(p.calibration_sizes)}],
         "kd": [{"temperature": p.kd_temperature, "alpha": p.kd_alpha, "student_width_factor": p.student_width_factor}],
         "kd_control": [{"student_width_factor": p.student_width_factor}],
         "pipeline_kd_filter_int8": [{"ratio": p.uniform_ratios[0], "observer": p.observers[0],

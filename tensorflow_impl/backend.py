@@ -12,6 +12,7 @@ from . import require_tf_keras
 
 keras = require_tf_keras()
 
+from shared import onnx_runtime  # noqa: E402
 from shared.backend import Quantized  # noqa: E402
 from . import artifacts, distill, models, quantization as Q, sparsity, structured, tflite, train as T  # noqa: E402
 from .measure import measure  # noqa: E402
@@ -95,6 +96,13 @@ class KerasBackend:
         if isinstance(quantized.model, bytes):  # a flatbuffer: measured on LiteRT
             return tflite.measure(quantized.model, reference, ctx, **facts)
         return Q.keras_metrics(quantized.model, reference, ctx, **facts)
+
+    onnx_toolchain = onnx_runtime  # ORT's quantizer and evaluation, the same for both suites
+
+    def export_onnx(self, model, path):
+        from .onnx_export import export
+
+        return export(model, path)
 
     # artifacts
     def save_artifacts(self, artifact, stem):

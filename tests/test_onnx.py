@@ -113,3 +113,39 @@ def test_a_failed_export_costs_only_the_onnx_entry():
 def test_an_fp32_export_off_by_more_than_the_tolerance_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"differs from its source model by 0.01 .*not timed"):
         onnx_runtime.entry(tmp_path / "m.onnx", "onnx_fp32", "fp32", "NCHW", "x", 0.01)
+
+
+@pytest.mark.parametrize("framework", SUITES)
+def test_ort_int8_quantizer_runs_on_either_frameworks_export(framework, request, tmp_path):
+    """ORT's static quantizer (QDQ, S8S8, per-channel) on the trained smoke baseline: int8 weights in the
+    graph, the fp32 export's predictions kept, accuracy measured on ORT within 1 point of the fp32 export's
+    where that means something (PyTorch's smoke baseline learns the synthetic classes; Keras' smoke baseline
+    is near chance after its 16 steps), and an artifact the timing pass times on ORT."""
+    import onnx
+
+    from shared import artifacts
+    from shared.drivers import REGISTRY
+    from shared.runner import Cell
+
+    ctx = request.getfixturevalue("pt_smoke_ctx" if framework == "pytorch" else "tf_smoke_ctx")
+    backend = request.getfixturevalue(SUITES[framework][0])
+    cell = Cell(backend.name, "resnet18", "int8_ort", 0, {"observer": "minmax", "calibration_images": 64}, "fp")
+    row = REGISTRY["int8_ort"](backend, ctx, cell)
+    assert row["runs_on"] == "onnxruntime" and row["activation_bits"] == 8
+    if framework == "pytorch":
+        assert row["fp32_test_acc"] > 0.3 and abs(row["test_acc"] - row["fp32_test_acc"]) <= 0.01, row
+    sidecar = artifacts.save(backend, ctx.measured_model, tmp_path, cell, "smoke", row["widths"])
+    entry = sidecar["runtimes"]["onnxruntime"]
+    assert list(sidecar["runtimes"]) == ["onnxruntime"] and entry["form"] == "onnx_int8"
+    graph = onnx.load(str(artifacts.artifact_dir(tmp_path) / entry["file"])).graph
+    ops = {n.op_type for n in graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    int8_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert len(int8_weights) >= 20  # every conv's and the classifier's weights are stored as int8
+    from shared.drivers.common import load_baseline
+
+    fp32 = backend.export_onnx(load_baseline(backend, ctx, cell), tmp_path / "fp32.onnx")
+    x = onnx_runtime.probe_batch(64, seed=5)
+    a = onnx_runtime.OrtRunner(tmp_path / fp32["file"], 2, fp32["layout"]).logits(x)
+    b = onnx_runtime.OrtRunner(artifacts.artifact_dir(tmp_path) / entry["file"], 2, entry["layout"]).logits(x)
+    assert (a.argmax(1) == b.argmax(1)).mean() >= 0.9

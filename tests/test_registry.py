@@ -32,7 +32,7 @@ FINETUNED = {
 
 def test_the_driver_registry_is_the_shared_keys_in_order():
     assert tuple(REGISTRY) == TECHNIQUES
-    assert len(set(TECHNIQUES)) == len(TECHNIQUES) == 21
+    assert len(set(TECHNIQUES)) == len(TECHNIQUES) == 22
     assert all(callable(driver) for driver in REGISTRY.values())
     assert set(FINETUNED) < set(TECHNIQUES)
 
@@ -182,14 +182,24 @@ QUANTIZED_KERAS = {"int8_dynamic", "int8_static", "int8_qat", "bf16", "pipeline_
                    "pipeline_prune_int8"}
 
 
+# the rows whose model is TFLite's full-integer int8 (also converted to ONNX) or PyTorch's quantized graphs
+KERAS_FULL_INT8 = {"int8_static", "int8_qat", "pipeline_kd_filter_int8", "pipeline_prune_int8"}
+PYTORCH_NOT_FLOAT = QUANTIZED_KERAS  # the same techniques: x86 int8, dynamic int8, bf16 autocast
+
+
 def _expected_runtimes(row) -> set[str]:
-    if row["technique"] == "sensitivity":
+    tech = row["technique"]
+    if tech == "sensitivity":
         return set()  # an analysis: no model, nothing to time
-    if row["technique"] == "fixed_point":
+    if tech == "fixed_point":
         return {"none"}  # simulated: saved, never timed
-    if row["framework"] == "pytorch":
-        return {"pytorch-eager"}
-    return {"litert"} if row["technique"] in QUANTIZED_KERAS else {"tensorflow", "litert"}
+    if tech == "int8_ort":
+        return {"onnxruntime"}  # ORT's own int8 model runs on ORT only
+    if row["framework"] == "pytorch":  # every float network is also exported to ONNX
+        return {"pytorch-eager"} if tech in PYTORCH_NOT_FLOAT else {"pytorch-eager", "onnxruntime"}
+    if tech in KERAS_FULL_INT8:
+        return {"litert", "onnxruntime"}
+    return {"litert"} if tech in QUANTIZED_KERAS else {"tensorflow", "litert", "onnxruntime"}
 
 
 def test_every_measured_row_saved_its_model_as_an_artifact(run):

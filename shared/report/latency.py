@@ -47,6 +47,8 @@ def attach_timings(rows: list[dict], timings: dict[str, dict]) -> list[dict]:
         record = (timings.get(row.get("cell_id")) or {}).get("runtimes") or {}
         r["timings"] = record
         runtime = PRIMARY_RUNTIME.get(row.get("framework"))
+        if runtime not in record and len(record) == 1:  # a row timed on one runtime only (ORT's int8)
+            (runtime,) = record
         entry = record.get(runtime)
         r["runtime"] = runtime if entry else None
         r["timing_contended"] = bool(entry and entry.get("contended"))

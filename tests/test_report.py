@@ -36,7 +36,7 @@ CHROMIUM_HINT = ("chromium is not installed: the report's render test needs it. 
                  "`apt-get update && apt-get install -y chromium` (the CI script does this).")
 PRIMARY = {"pytorch": "pytorch-eager", "keras": "litert"}
 RUNTIME_NAMES = {"pytorch-eager": "PyTorch eager (CPU)", "tensorflow": "TensorFlow (tf.function)",
-                 "litert": "LiteRT (XNNPACK)"}
+                 "litert": "LiteRT (XNNPACK)", "onnxruntime": "ONNX Runtime (CPU EP)"}
 TITLES = {("pytorch", "vgg16"): "PyTorch · VGG-16 (latency on PyTorch eager (CPU))",
           ("pytorch", "resnet18"): "PyTorch · ResNet-18 (latency on PyTorch eager (CPU))",
           ("keras", "vgg16"): "Keras · VGG-16 (latency on LiteRT (XNNPACK))",
@@ -259,8 +259,10 @@ def test_fixture_covers_every_technique_both_frameworks_and_archs():
             assert timed_on == set(a["runtimes"]) - {"none"}, r["cell_id"]
     keras_rt = {r["technique"]: set(r["artifact"]["runtimes"]) for r in rows
                 if r["framework"] == "keras" and "artifact" in r}
-    assert keras_rt["baseline"] == keras_rt["filter_uniform"] == {"tensorflow", "litert"}
-    assert keras_rt["int8_static"] == keras_rt["bf16"] == {"litert"} and keras_rt["fixed_point"] == {"none"}
+    assert keras_rt["baseline"] == keras_rt["filter_uniform"] == {"tensorflow", "litert", "onnxruntime"}
+    assert keras_rt["int8_static"] == {"litert", "onnxruntime"}  # TFLite's int8 graph converted to ONNX too
+    assert keras_rt["bf16"] == {"litert"} and keras_rt["fixed_point"] == {"none"}
+    assert keras_rt["int8_ort"] == {"onnxruntime"}
 
 
 # ---- files and contract ----------------------------------------------------------------------------------
@@ -355,7 +357,8 @@ def test_keras_tflite_speedup_is_litert_over_litert(report):
     base = {r["seed"]: r for r in group(rows, "keras", "vgg16", "baseline")}
     lite, mixed = [], []
     for r in cell:
-        assert set(TIMINGS[r["cell_id"]]["runtimes"]) == {"litert"}  # a flatbuffer: LiteRT only
+        # a flatbuffer on LiteRT (and its ONNX conversion on ORT), never on TensorFlow
+        assert set(TIMINGS[r["cell_id"]]["runtimes"]) == {"litert", "onnxruntime"}
         ms = TIMINGS[r["cell_id"]]["runtimes"]["litert"]["latency_b1_ms_median"]
         b = TIMINGS[base[r["seed"]]["cell_id"]]["runtimes"]
         lite.append(b["litert"]["latency_b1_ms_median"] / ms)
@@ -370,10 +373,11 @@ def test_timing_noise_and_latency_by_runtime_tables(report):
     rows = report["rows"]
     (noise,) = tables_under(report["md"], "Timing noise")
     assert {(r["Framework"], r["Arch"], r["Runtime"]) for r in noise} == {
-        (f, a, RUNTIME_NAMES[rt]) for f, a, rts in (("PyTorch", "VGG-16", ["pytorch-eager"]),
-                                                    ("PyTorch", "ResNet-18", ["pytorch-eager"]),
-                                                    ("Keras", "VGG-16", ["litert", "tensorflow"]),
-                                                    ("Keras", "ResNet-18", ["litert", "tensorflow"])) for rt in rts}
+        (f, a, RUNTIME_NAMES[rt]) for f, a, rts in (("PyTorch", "VGG-16", ["pytorch-eager", "onnxruntime"]),
+                                                    ("PyTorch", "ResNet-18", ["pytorch-eager", "onnxruntime"]),
+                                                    ("Keras", "VGG-16", ["litert", "tensorflow", "onnxruntime"]),
+                                                    ("Keras", "ResNet-18", ["litert", "tensorflow", "onnxruntime"]))
+        for rt in rts}
     for b in ("b1", "b64"):  # the fixture's A/A pair is the same in every group
         (aa,) = {halfwidth(e["noise"][b]) for rec in TIMINGS.values() for e in rec["runtimes"].values()}
         assert all(r[f"A/A {b}"] == f"±{aa:.3f}" for r in noise)
@@ -388,8 +392,12 @@ def test_timing_noise_and_latency_by_runtime_tables(report):
                         Runtime=RUNTIME_NAMES["litert"])
     assert lite_row["b1 ms"] == ms_text(cell, 1, "litert") and lite_row["b1 ×fp32"] == speed_text(cell, 1, "litert")
     assert float(tf_row["b1 ms"]) > 2 * float(lite_row["b1 ms"])  # each against its own runtime's baseline
-    assert not [r for r in by_rt if r["Technique"] == "int8_static" and r["Framework"] == "Keras"
-                and r["Runtime"] != RUNTIME_NAMES["litert"]]
+    # TFLite's int8 flatbuffer runs on LiteRT and, converted, on ORT; never on TensorFlow
+    assert {r["Runtime"] for r in by_rt if r["Technique"] == "int8_static" and r["Framework"] == "Keras"} == {
+        RUNTIME_NAMES["litert"], RUNTIME_NAMES["onnxruntime"]}
+    ort = find_row(by_rt, Framework="PyTorch", Arch="VGG-16", Technique="int8_ort", Runtime=RUNTIME_NAMES["onnxruntime"])
+    cell = group(rows, "pytorch", "vgg16", "int8_ort", ort["Setting"])
+    assert ort["b1 ×fp32"] == speed_text(cell, 1, "onnxruntime")  # against the fp32 export on ORT
 
 
 # ---- 2. paper-style tables -----------------------------------------------------------------------------

@@ -96,7 +96,10 @@ def latency_vs_macs(points: pd.DataFrame, base: dict) -> list[str]:
 def timing_gaps(cells: pd.DataFrame) -> list[str]:
     """Rows without a usable latency: never timed, or timed under contention (shown as missing)."""
     ok = cells[cells.status == "ok"]
-    timed = set(ok[ok.latency_b1_ms_median.notna()].cell_id)
+    # timed on any runtime (a row timed only off its framework's own runtime, ORT's int8, is not a gap)
+    timed = set(ok[ok.latency_b1_ms_median.notna()].cell_id) | {
+        c["cell_id"] for _, c in ok.iterrows()
+        if any(not e.get("contended") for e in (c["row"].get("timings") or {}).values())}
     contended = [(c["cell_id"], rt) for _, c in ok.iterrows()
                  for rt, e in (c["row"].get("timings") or {}).items() if e.get("contended")]
     untimed = [c["cell_id"] for _, c in ok.iterrows() if c["cell_id"] not in timed

@@ -46,9 +46,9 @@ def attach_timings(rows: list[dict], timings: dict[str, dict]) -> list[dict]:
         r = {k: v for k, v in row.items() if k not in TIMING_COLUMNS and not k.startswith("fp32_tflite_")}
         record = (timings.get(row.get("cell_id")) or {}).get("runtimes") or {}
         r["timings"] = record
+        # the framework's own runtime only: a row timed elsewhere (ORT's int8) shows its latency in the
+        # runtime tables, never in a table whose latencies are another runtime's
         runtime = PRIMARY_RUNTIME.get(row.get("framework"))
-        if runtime not in record and len(record) == 1:  # a row timed on one runtime only (ORT's int8)
-            (runtime,) = record
         entry = record.get(runtime)
         r["runtime"] = runtime if entry else None
         r["timing_contended"] = bool(entry and entry.get("contended"))

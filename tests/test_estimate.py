@@ -102,6 +102,7 @@ def test_a_file_that_is_not_a_calibration_is_refused_with_the_command_that_write
         load_calibration(path)
 
 
+@pytest.mark.slow  # ~40 s: the calibration's step counts are sized for real presets
 def test_the_pytorch_calibration_measures_every_network_the_estimate_prices(pt_backend):
     from shared.estimate import calibrate
 

@@ -70,7 +70,9 @@ def keras_run(tf_backend, tmp_path_factory):
     return _smoke_run(tf_backend, tmp_path_factory.mktemp("registry_keras"), archs=KERAS_ARCHS)
 
 
-@pytest.fixture(params=FRAMEWORKS)
+# The Keras suite's whole smoke run takes ~7 of the default suite's minutes here since every float cell also
+# converts to TFLite and ONNX: it runs with `make test-all`; the Keras drivers' own tests stay in the default.
+@pytest.fixture(params=[pytest.param(f, marks=pytest.mark.slow) if f == "keras" else f for f in FRAMEWORKS])
 def run(request):
     """One suite's whole smoke run (computed once per module)."""
     return request.getfixturevalue(f"{request.param}_run")
@@ -168,6 +170,7 @@ def test_int8_rows_carry_their_activation_bits(run):
     assert seen == {*int8, "int8_dynamic"}
 
 
+@pytest.mark.slow  # needs the Keras smoke run (see ``run``)
 def test_both_suites_record_the_same_budgets(pytorch_run, keras_run):
     torch_rows = {_key(r): r for r in pytorch_run["rows"] if r["arch"] in keras_run["archs"]}
     keras_rows = {_key(r): r for r in keras_run["rows"]}

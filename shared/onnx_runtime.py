@@ -70,7 +70,10 @@ def runner(sidecar: dict, artifacts_dir, threads: int) -> OrtRunner:
 
 def probe_batch(n: int = 4, seed: int = 0) -> np.ndarray:
     """Fixed normalised NHWC inputs on which an export is compared with its source framework."""
-    return np.random.default_rng(seed).standard_normal((n, 32, 32, 3)).astype(np.float32)
+    from .specs import INPUT_CHANNELS, INPUT_HW
+
+    shape = (n, INPUT_HW, INPUT_HW, INPUT_CHANNELS)
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
 def parity(path, layout: str, source_logits: np.ndarray, probe: np.ndarray, quantization=None) -> float:

@@ -31,7 +31,7 @@ def _exporter() -> str:
 
 def export(model, path: Path) -> dict:
     """Write the float Keras ``model`` as ``path``; return its sidecar entry (layout NHWC)."""
-    spec = (tf.TensorSpec((None, 32, 32, 3), tf.float32, name="x"),)
+    spec = (tf.TensorSpec((None, *onnx_runtime.probe_batch(1).shape[1:]), tf.float32, name="x"),)
     proto, _ = _tf2onnx().convert.from_keras(model, input_signature=spec, opset=onnx_runtime.OPSET)
     write_atomic(path, lambda tmp: tmp.write_bytes(proto.SerializeToString()))
     probe = onnx_runtime.probe_batch()

@@ -1,20 +1,17 @@
-"""CPU latency of PyTorch's reduced-precision variants, eager and compiled: fp32, bf16 autocast, torchao
-PT2E static int8 (compiled: its only real-int8 form), dynamic int8.
+"""CPU latency of PyTorch's reduced-precision variants: fp32, static int8, dynamic int8, bf16 autocast.
 
     python benchmarks/pt_quant_latency.py [--width 1.0] [--archs resnet18 vgg16] [--warmup 3] [--repeats 10]
 
-The variants are built by ``pytorch_impl.quantization`` and ``pytorch_impl.compiled`` (the suite's own code
-path), from random weights: latency depends on shapes, not values, and int8 is calibrated on random images
-for the same reason. Every speedup is against fp32 on the same runtime (eager variants against eager fp32,
-compiled ones against compiled fp32). The compiled int8 program is timed twice, on channels_last input (what
-the suite feeds every model) and on contiguous NCHW input, to show which layout the int8 kernels prefer. The
-variants are timed in interleaved rounds (one call of each per round) so that load from other processes hits
-all of them alike. A benchmark, not a test: it prints a table and asserts nothing.
+The variants are built by ``pytorch_impl.quantization`` (the suite's own code path), from random weights:
+latency depends on shapes, not values, and int8 is calibrated on random images for the same reason.
+Static int8 is timed twice, on channels_last input (what the suite feeds every model) and on contiguous
+NCHW input, to show which layout the int8 kernels prefer. The variants are timed in interleaved rounds
+(one call of each per round) so that load from other processes on a shared machine hits all of them alike.
+A benchmark, not a test: it prints a table and asserts nothing.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 from pathlib import Path
 
@@ -24,7 +21,6 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from pytorch_impl import models, quantization  # noqa: E402
-from pytorch_impl.compiled import Compiled  # noqa: E402
 from shared import specs  # noqa: E402
 from shared.measure import interleaved_latency  # noqa: E402
 from shared.provenance import cpu_info  # noqa: E402
@@ -33,23 +29,18 @@ BATCH_SIZES = (1, 64)
 THREADS = 2
 
 
-def variants(arch: str, width: float) -> dict[str, tuple[torch.nn.Module, bool, str]]:
-    """name -> (model, channels_last input?, the fp32 variant on the same runtime)."""
+def variants(arch: str, width: float) -> dict[str, tuple[torch.nn.Module, bool]]:
+    """name -> (model, channels_last input?)."""
     torch.manual_seed(0)
     fp32 = models.build(arch, width=width).eval()
     calibration = [torch.randn(32, 3, specs.INPUT_HW, specs.INPUT_HW) for _ in range(2)]
-    example = quantization.example_inputs(1)[0]
-    converted, _ = quantization.quantize_static(fp32, "minmax", calibration)
-    int8 = quantization.compiled_int8(converted)
-    eager, comp = "fp32 eager", "fp32 compiled"
+    int8 = quantization.quantize_static(fp32, "minmax", calibration)
     return {
-        eager: (fp32, True, eager),
-        "bf16 autocast eager": (quantization.Autocast(fp32), True, eager),
-        "int8 dynamic (linear) eager": (quantization.quantize_dynamic_linear(fp32), True, eager),
-        comp: (Compiled(copy.deepcopy(fp32)).warm_up(example), True, comp),
-        "bf16 autocast compiled": (Compiled(quantization.Autocast(copy.deepcopy(fp32))).warm_up(example), True, comp),
-        "int8 PT2E compiled": (int8, True, comp),
-        "int8 PT2E compiled, NCHW in": (int8, False, comp),
+        "fp32": (fp32, True),
+        "int8 static": (int8, True),
+        "int8 static, NCHW input": (int8, False),
+        "bf16 autocast": (quantization.Autocast(fp32), True),
+        "int8 dynamic (linear)": (quantization.quantize_dynamic_linear(fp32), True),
     }
 
 
@@ -57,7 +48,7 @@ def variants(arch: str, width: float) -> dict[str, tuple[torch.nn.Module, bool, 
 def timed(models_: dict, batch_size: int, warmup: int, repeats: int) -> dict[str, dict]:
     x = torch.randn(batch_size, 3, specs.INPUT_HW, specs.INPUT_HW)
     inputs = {True: x.contiguous(memory_format=torch.channels_last), False: x.contiguous()}
-    calls = {name: (lambda m=model, cl=channels_last: m(inputs[cl])) for name, (model, channels_last, _) in models_.items()}
+    calls = {name: (lambda m=model, cl=channels_last: m(inputs[cl])) for name, (model, channels_last) in models_.items()}
     return interleaved_latency(calls, batch_size, warmup, repeats)
 
 
@@ -74,8 +65,8 @@ def main(argv=None) -> None:
     print(f"torch {torch.__version__}, quantized engine {torch.backends.quantized.engine}, {THREADS} threads, "
           f"{info['cpu']} ({info['cpu_count']} cores), flags: {', '.join(info['cpu_flags']) or 'none'}")
     print(f"width {args.width}, warm-up {args.warmup}, {args.repeats} timed rounds; "
-          "b1 in ms per image, b64 in ms per batch; speedup = same-runtime fp32 median / variant median\n")
-    header = f"{'arch':9} {'variant':30} {'b1 med':>8} {'b1 p90':>8} {'x fp32':>7} {'b64 med':>9} {'b64 p90':>9} {'x fp32':>7}"
+          "b1 in ms per image, b64 in ms per batch; speedup = fp32 median / variant median\n")
+    header = f"{'arch':9} {'variant':26} {'b1 med':>8} {'b1 p90':>8} {'x fp32':>7} {'b64 med':>9} {'b64 p90':>9} {'x fp32':>7}"
     print(header)
     print("-" * len(header))
     for arch in args.archs:
@@ -84,15 +75,15 @@ def main(argv=None) -> None:
         for bs in BATCH_SIZES:
             for name, s in timed(models_, bs, args.warmup, args.repeats).items():
                 stats.setdefault(name, {}).update(s)
+        base = stats["fp32"]
         for name, s in stats.items():
-            base = stats[models_[name][2]]
             cells = []
             for bs in BATCH_SIZES:
                 med, p90 = s[f"latency_b{bs}_ms_median"], s[f"latency_b{bs}_ms_p90"]
                 cells.append(f"{med:8.2f} {p90:8.2f} {base[f'latency_b{bs}_ms_median'] / med:6.2f}x"
                              if bs == 1 else
                              f"{med:9.1f} {p90:9.1f} {base[f'latency_b{bs}_ms_median'] / med:6.2f}x")
-            print(f"{arch:9} {name:30} {' '.join(cells)}", flush=True)
+            print(f"{arch:9} {name:26} {' '.join(cells)}", flush=True)
 
 
 if __name__ == "__main__":

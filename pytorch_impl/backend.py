@@ -1,6 +1,6 @@
 """The PyTorch backend: the primitives the shared drivers call (``shared.backend.Backend``), and nothing else.
 
-Quantization runs torchao's PT2E flow lowered by Inductor (``quantization``, ``compiled``), filter pruning
+Quantization runs ``torch.ao.quantization``'s FX path on the x86 engine (``quantization``), filter pruning
 Torch-Pruning (``structured``), training the shared recipe on in-memory batches (``train``).
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ import torch
 
 from shared import onnx_runtime
 from shared.backend import Quantized
-from . import artifacts, compiled, distill, models, quantization as Q, sparsity, structured, train as T
+from . import artifacts, distill, models, quantization as Q, sparsity, structured, train as T
 from .measure import measure
 from .weights import export_state, import_state
 
@@ -60,53 +60,41 @@ class TorchBackend:
 
     # quantization and reduced precision
     def _facts(self, **extra):
-        return {"backend": Q.BACKEND, "runtime": f"{compiled.RUNTIME} (cpu)", **extra}
+        return {"backend": Q.BACKEND, "runtime": "pytorch eager (cpu)", **extra}
 
     def quantize_dynamic(self, model):
         qmodel = Q.quantize_dynamic_linear(model.eval())
         quantized = Q.int8_layers(qmodel)
-        return Quantized(qmodel, {
-            "backend": Q.DYNAMIC_BACKEND, "runtime": f"{artifacts.RUNTIME} (cpu)",
-            "quantized_layers": len(quantized), "quantized_params": sum(w.numel() for w in quantized.values()),
-            "quantizable_params": sum(m.weight.numel() for m in Q.float_layers(model).values()),
-            "activation_bits": None}, form="int8_dynamic")
-
-    def _int8(self, converted, state, baseline, recipe, **facts):
-        """A converted PT2E program as a measured model: compiled (what runs int8 kernels), with what
-        rebuilds it (the prepared state and its recipe) kept for the artifact."""
-        run = Q.compiled_int8(converted)
-        run.pt2e_state, run.pt2e_recipe = state, recipe
-        weights = Q.pt2e_int8_weights(converted)
-        return Quantized(run, self._facts(
-            int8_modules=len(weights), int8_weight_params=sum(w.numel() for w in weights),
-            activation_bits=Q.activation_bits(), saved_model=Q.deployed_state(converted),
-            params_nonzero=Q.pt2e_nonzero_params(converted, baseline), **facts), form="int8_pt2e")
+        return Quantized(qmodel, self._facts(
+            quantized_layers=len(quantized), quantized_params=sum(w.numel() for w in quantized.values()),
+            quantizable_params=sum(m.weight.numel() for m in Q.float_layers(model).values()),
+            activation_bits=None), form="int8_dynamic")
 
     def quantize_static(self, model, observer, calibration):
-        converted, state = Q.quantize_static(model.eval(), observer, Q.as_inputs(calibration))
-        return self._int8(converted, state, model, {"flow": "ptq", "observer": observer})
+        qmodel = Q.quantize_static(model.eval(), observer, Q.as_inputs(calibration))
+        return Quantized(qmodel, self._facts(int8_modules=len(Q.int8_layers(qmodel)),
+                                             activation_bits=Q.activation_bits()), form="int8_static")
 
     def prepare_qat(self, model, calibration):
         prepared = Q.prepare_qat(model)
         Q.calibrate_qat(prepared, Q.as_inputs(calibration))
         prepared.qat_on_cpu = True
-        prepared.plan, prepared.widths = model.plan, model.widths
-        object.__setattr__(prepared, "baseline", model)  # not a submodule: QAT must not train or save it
+        prepared.plan = model.plan
         return prepared
 
     def qat_activation_ranges(self, prepared):
         return Q.qat_activation_ranges(prepared, prepared.plan)
 
     def convert_qat(self, prepared):
-        state = {k: v.detach().clone() for k, v in prepared.state_dict().items()}
-        converted = Q.convert_qat(prepared)
-        return self._int8(converted, state, prepared.baseline, {"flow": "qat"}, bn_folding=Q.QAT_BN_FOLDING)
+        qmodel = Q.convert_qat(prepared)
+        return Quantized(qmodel, self._facts(int8_modules=len(Q.int8_layers(qmodel)),
+                                             activation_bits=Q.activation_bits(), bn_folding=Q.QAT_BN_FOLDING),
+                         form="int8_static")  # the converted QAT graph is the PTQ graph (same modules, same state)
 
     def reduced_precision(self, model):
         # autocast casts fp32 weights per call, so the stored artifact is the fp32 state_dict
-        return Quantized(Q.Autocast(model.eval()), {"backend": "cpu autocast", "runtime": f"{artifacts.RUNTIME} (cpu)",
-                                                    "autocast_dtype": "bfloat16", "saved_model": model,
-                                                    "params_nonzero": models.count_nonzero(model)},
+        return Quantized(Q.Autocast(model.eval()), self._facts(autocast_dtype="bfloat16", saved_model=model,
+                                                               params_nonzero=models.count_nonzero(model)),
                          form="bf16_autocast")
 
     def fixed_point(self, model, bits, calibration):

@@ -11,12 +11,11 @@ from . import models
 from .train import evaluate
 
 
-def artifact_sizes(model: torch.nn.Module | dict, protocol: MeasureProtocol) -> dict[str, int]:
-    """Size of PyTorch's standard artifact: the state_dict (or the given tensors) written by torch.save."""
-    state = model if isinstance(model, dict) else model.state_dict()
+def artifact_sizes(model: torch.nn.Module, protocol: MeasureProtocol) -> dict[str, int]:
+    """Size of PyTorch's standard artifact: the state_dict written by torch.save."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.pt"
-        torch.save(state, path)
+        torch.save(model.state_dict(), path)
         return file_sizes(path, protocol.gzip_level)
 
 

@@ -1,5 +1,4 @@
-"""The PyTorch side of the timing pass (``shared.timing``): artifacts reloaded and called on the CPU, eagerly
-(``pytorch-eager``) or compiled by Inductor (``pytorch-inductor``, compiled before the timed rounds).
+"""The PyTorch side of the timing pass (``shared.timing``): artifacts reloaded and called eagerly on the CPU.
 
 Model and input are both channels_last NCHW (the faster layout for fbgemm's int8 convs and oneDNN's fp32
 ones, ``benchmarks/pt_quant_latency.py``); intra-op threads = the protocol's, inter-op 1, pinned before
@@ -11,12 +10,12 @@ import numpy as np
 import torch
 
 from shared import onnx_runtime, provenance
-from . import artifacts, compiled
+from . import artifacts
 
-RUNTIMES = (artifacts.RUNTIME, compiled.RUNTIME, onnx_runtime.RUNTIME)
+RUNTIMES = (artifacts.RUNTIME, onnx_runtime.RUNTIME)
 
 
-class TorchRunner:
+class EagerRunner:
     def __init__(self, module: torch.nn.Module):
         self.module = module
 
@@ -45,7 +44,7 @@ class TorchTiming:
             raise ValueError(f"the PyTorch suite has no runtime {runtime!r}")
         if runtime == onnx_runtime.RUNTIME:
             return onnx_runtime.runner(sidecar, artifacts_dir, threads)
-        return TorchRunner(artifacts.load(sidecar, artifacts_dir, runtime))
+        return EagerRunner(artifacts.load(sidecar, artifacts_dir))
 
     def threads(self) -> dict:
         return {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads(),

@@ -7,9 +7,7 @@ spec, technique and settings, which file runs on which runtime in which form, an
 The timing pass (``shared.timing``) reads only these files.
 
 Runtimes (the names rows and reports use):
-- ``pytorch-eager``: a PyTorch module called eagerly on the CPU (fp32, bf16 autocast, dynamic int8 Linears).
-- ``pytorch-inductor``: the same module compiled by ``torch.compile`` (Inductor, freezing), PyTorch's deployment
-  runtime: fp32, bf16, and the torchao PT2E int8 programs, which run oneDNN int8 kernels only compiled.
+- ``pytorch-eager``: a PyTorch module called eagerly on the CPU (fp32, x86 int8 modules, bf16 autocast).
 - ``tensorflow``: a Keras model called through a traced ``tf.function`` (Keras' serving path).
 - ``litert``: a TFLite flatbuffer on the LiteRT interpreter (XNNPACK).
 - ``onnxruntime``: an ONNX export on ONNX Runtime's CPU provider, the same runtime for both frameworks
@@ -32,7 +30,6 @@ INPUT_CONVENTION = {
     "mean": [m * 255 for m in data_mod.MEAN],
     "std": [s * 255 for s in data_mod.STD],
     "layout": {"pytorch-eager": "NCHW tensor in channels_last memory format (model converted to channels_last)",
-               "pytorch-inductor": "NCHW tensor in channels_last memory format (compiled for it)",
                "tensorflow": "NHWC float32", "litert": "NHWC float32 (int8 models quantize it inside the call)",
                "onnxruntime": "float32, the exporter's layout (the entry's 'layout': NCHW from PyTorch, NHWC "
                               "from Keras)"},

@@ -10,8 +10,8 @@ from functools import lru_cache
 from pathlib import Path
 
 PACKAGES = (
-    "torch", "torchvision", "torchao", "torch-pruning", "tensorflow", "tf-keras", "tensorflow-model-optimization",
-    "ai-edge-litert", "onnx", "onnxruntime", "tf2onnx", "numpy", "pandas", "seaborn", "safetensors",
+    "torch", "torchvision", "torch-pruning", "tensorflow", "tf-keras", "tensorflow-model-optimization",
+    "ai-edge-litert", "numpy", "pandas", "seaborn", "safetensors",
 )
 # CPU features that decide which int8/bf16 kernels exist (oneDNN/fbgemm/XNNPACK dispatch on these).
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")

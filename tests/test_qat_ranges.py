@@ -25,24 +25,15 @@ def test_initial_qat_ranges_agree_across_suites(arch, pt_backend, tf_backend, im
     tf = tf_backend.qat_activation_ranges(tf_backend.prepare_qat(keras_model, calibration_batches(images, 96, 32)))
 
     plan = specs.plan(arch, width=0.0625)
-    blocks = getattr(plan, "blocks", ())
-    points = {"input"} | {c.name for c in specs.convs_of(plan)} | {b.name for b in blocks}
-    # x86's int8 conv takes BN, the residual add and the ReLU as post-ops, so PT2E never quantizes a ResNet
-    # block's conv2 output on its own (TFLite does, then adds in int8), and the last block's output only
-    # after the average pool: exactly those points are Keras-only
-    fused = {b.conv2.name for b in blocks}
-    keras_only = fused | ({blocks[-1].name} if blocks else set())
-    assert set(tf) == points  # every conv output, block output and the input
-    assert set(pt) == points - keras_only
-    assert len(keras_only) == {"vgg16": 0, "resnet18": 9}[arch]
-    for name in points - keras_only:
+    points = {"input"} | {c.name for c in specs.convs_of(plan)} | {b.name for b in getattr(plan, "blocks", ())}
+    assert set(pt) == set(tf) == points  # every conv output, block output and the input, in both
+    for name in points:
         np.testing.assert_allclose(pt[name], tf[name], atol=1e-3, err_msg=name)
     # calibrated, not tfmot's initial +-6: the input's range is the images' own
     x = np.concatenate(list(calibration_batches(images, 96, 32)))
     np.testing.assert_allclose(tf["input"], (x.min(), x.max()), rtol=1e-6)
-    np.testing.assert_allclose(pt["input"], (x.min(), x.max()), rtol=1e-6)
     # post-ReLU points start at 0; ResNet's conv2 and shortcut outputs (before the add) go negative
-    pre_add = fused | {b.shortcut.name for b in blocks if b.shortcut}
-    for ranges in (pt, tf):
-        assert all(ranges[name][0] == 0.0 for name in set(ranges) - pre_add - {"input"})
-        assert all(ranges[name][0] < 0.0 for name in pre_add & set(ranges))
+    blocks = getattr(plan, "blocks", ())
+    pre_add = {b.conv2.name for b in blocks} | {b.shortcut.name for b in blocks if b.shortcut}
+    assert all(pt[name][0] == 0.0 for name in points - pre_add - {"input"})
+    assert all(pt[name][0] < 0.0 for name in pre_add)

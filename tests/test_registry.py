@@ -185,9 +185,9 @@ QUANTIZED_KERAS = {"int8_dynamic", "int8_static", "int8_qat", "bf16", "pipeline_
                    "pipeline_prune_int8"}
 
 
-# the rows whose model is TFLite's full-integer int8 (also converted to ONNX) or PyTorch's PT2E int8 programs
+# the rows whose model is TFLite's full-integer int8 (also converted to ONNX) or PyTorch's quantized graphs
 KERAS_FULL_INT8 = {"int8_static", "int8_qat", "pipeline_kd_filter_int8", "pipeline_prune_int8"}
-PYTORCH_INT8_PT2E = KERAS_FULL_INT8  # the same techniques: run compiled only (uncompiled, int8 is simulated)
+PYTORCH_NOT_FLOAT = QUANTIZED_KERAS  # the same techniques: x86 int8, dynamic int8, bf16 autocast
 
 
 def _expected_runtimes(row) -> set[str]:
@@ -199,13 +199,7 @@ def _expected_runtimes(row) -> set[str]:
     if tech == "int8_ort":
         return {"onnxruntime"}  # ORT's own int8 model runs on ORT only
     if row["framework"] == "pytorch":  # every float network is also exported to ONNX
-        if tech in PYTORCH_INT8_PT2E:
-            return {"pytorch-inductor"}
-        if tech == "int8_dynamic":
-            return {"pytorch-eager"}
-        if tech == "bf16":
-            return {"pytorch-eager", "pytorch-inductor"}
-        return {"pytorch-eager", "pytorch-inductor", "onnxruntime"}
+        return {"pytorch-eager"} if tech in PYTORCH_NOT_FLOAT else {"pytorch-eager", "onnxruntime"}
     if tech in KERAS_FULL_INT8:
         return {"litert", "onnxruntime"}
     return {"litert"} if tech in QUANTIZED_KERAS else {"tensorflow", "litert", "onnxruntime"}
@@ -241,8 +235,7 @@ def test_the_artifact_is_the_measured_model(run):
             from pytorch_impl import artifacts as pa
             from pytorch_impl.train import evaluate
 
-            runtime = "pytorch-eager" if "pytorch-eager" in runtimes else "pytorch-inductor"  # int8: compiled
-            acc = evaluate(pa.load(row["artifact"], adir, runtime), test, 128, device=torch.device("cpu"))[1]
+            acc = evaluate(pa.load(row["artifact"], adir), test, 128, device=torch.device("cpu"))[1]
             assert acc == pytest.approx(row["test_acc"], abs=1e-9), row["cell_id"]
         else:
             from tensorflow_impl import artifacts as ka, tflite

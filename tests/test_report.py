@@ -34,12 +34,11 @@ SECTIONS = ("1. Headline", "2. Paper-style tables", "3. Frameworks side by side"
             "5. Findings and warnings", "6. Provenance")
 CHROMIUM_HINT = ("chromium is not installed: the report's render test needs it. Install Debian's package with "
                  "`apt-get update && apt-get install -y chromium` (the CI script does this).")
-PRIMARY = {"pytorch": "pytorch-inductor", "keras": "litert"}
-RUNTIME_NAMES = {"pytorch-eager": "PyTorch eager (CPU)", "pytorch-inductor": "PyTorch Inductor (torch.compile, CPU)",
-                 "tensorflow": "TensorFlow (tf.function)",
+PRIMARY = {"pytorch": "pytorch-eager", "keras": "litert"}
+RUNTIME_NAMES = {"pytorch-eager": "PyTorch eager (CPU)", "tensorflow": "TensorFlow (tf.function)",
                  "litert": "LiteRT (XNNPACK)", "onnxruntime": "ONNX Runtime (CPU EP)"}
-TITLES = {("pytorch", "vgg16"): "PyTorch · VGG-16 (latency on PyTorch Inductor (torch.compile, CPU))",
-          ("pytorch", "resnet18"): "PyTorch · ResNet-18 (latency on PyTorch Inductor (torch.compile, CPU))",
+TITLES = {("pytorch", "vgg16"): "PyTorch · VGG-16 (latency on PyTorch eager (CPU))",
+          ("pytorch", "resnet18"): "PyTorch · ResNet-18 (latency on PyTorch eager (CPU))",
           ("keras", "vgg16"): "Keras · VGG-16 (latency on LiteRT (XNNPACK))",
           ("keras", "resnet18"): "Keras · ResNet-18 (latency on LiteRT (XNNPACK))"}
 UNSTRUCTURED = ("prune_global", "prune_gradual", "prune_gradual_layerwise", "prune_layerwise", "prune_random")
@@ -370,14 +369,12 @@ def test_keras_tflite_speedup_is_litert_over_litert(report):
     assert not line["Speedup b1"].startswith(f"{statistics.fmean(mixed):.2f}×")
 
 
-PT_RUNTIMES = ["pytorch-inductor", "pytorch-eager", "onnxruntime"]
-
-
 def test_timing_noise_and_latency_by_runtime_tables(report):
     rows = report["rows"]
     (noise,) = tables_under(report["md"], "Timing noise")
     assert {(r["Framework"], r["Arch"], r["Runtime"]) for r in noise} == {
-        (f, a, RUNTIME_NAMES[rt]) for f, a, rts in (("PyTorch", "VGG-16", PT_RUNTIMES), ("PyTorch", "ResNet-18", PT_RUNTIMES),
+        (f, a, RUNTIME_NAMES[rt]) for f, a, rts in (("PyTorch", "VGG-16", ["pytorch-eager", "onnxruntime"]),
+                                                    ("PyTorch", "ResNet-18", ["pytorch-eager", "onnxruntime"]),
                                                     ("Keras", "VGG-16", ["litert", "tensorflow", "onnxruntime"]),
                                                     ("Keras", "ResNet-18", ["litert", "tensorflow", "onnxruntime"]))
         for rt in rts}
@@ -398,52 +395,9 @@ def test_timing_noise_and_latency_by_runtime_tables(report):
     # TFLite's int8 flatbuffer runs on LiteRT and, converted, on ORT; never on TensorFlow
     assert {r["Runtime"] for r in by_rt if r["Technique"] == "int8_static" and r["Framework"] == "Keras"} == {
         RUNTIME_NAMES["litert"], RUNTIME_NAMES["onnxruntime"]}
-    # PyTorch's PT2E int8 runs compiled only; its dynamic int8 eagerly only, against the eager fp32 baseline
-    for tech, runtime in (("int8_static", "pytorch-inductor"), ("int8_dynamic", "pytorch-eager")):
-        assert {r["Runtime"] for r in by_rt if r["Technique"] == tech and r["Framework"] == "PyTorch"} == {
-            RUNTIME_NAMES[runtime]}
-    line = find_row(by_rt, Framework="PyTorch", Arch="VGG-16", Technique="int8_dynamic")
-    cell = group(rows, "pytorch", "vgg16", "int8_dynamic", line["Setting"])
-    assert line["b1 ×fp32"] == speed_text(cell, 1, "pytorch-eager")
-    headline = subsection(report["md"], TITLES[("pytorch", "vgg16")])
-    assert ("Not run on PyTorch Inductor (torch.compile, CPU), timed on another runtime (see Latency by runtime): "
-            "int8_dynamic (PyTorch eager (CPU)); int8_ort (ONNX Runtime (CPU EP)).") in headline
     ort = find_row(by_rt, Framework="PyTorch", Arch="VGG-16", Technique="int8_ort", Runtime=RUNTIME_NAMES["onnxruntime"])
     cell = group(rows, "pytorch", "vgg16", "int8_ort", ort["Setting"])
     assert ort["b1 ×fp32"] == speed_text(cell, 1, "onnxruntime")  # against the fp32 export on ORT
-
-
-def test_same_runtime_section_puts_both_exports_and_three_int8_toolchains_on_one_runtime(report):
-    rows, md = report["rows"], report["md"]
-    (exporters,) = tables_under(md, "Same runtime: both frameworks' exports on ONNX Runtime")
-
-    def on(rows_, b, runtime):
-        return f"{ms_text(rows_, b, runtime)} ({speed_text(rows_, b, runtime)})"
-
-    line = find_row(exporters, Arch="VGG-16", Technique="filter_uniform")
-    pt, ks = (group(rows, fw, "vgg16", "filter_uniform", line["Setting"]) for fw in ("pytorch", "keras"))
-    assert (line["PyTorch acc %"], line["Keras acc %"]) == (f"{mean(pt, 'test_acc') * 100:.2f}",
-                                                            f"{mean(ks, 'test_acc') * 100:.2f}")
-    assert line["PyTorch export b1 ms"] == on(pt, 1, "onnxruntime")
-    assert line["Keras export b64 ms"] == on(ks, 64, "onnxruntime")
-    # PyTorch's PT2E int8 has no ONNX export, so int8_static has no exporter pair
-    assert "int8_static" not in {r["Technique"] for r in exporters} and "baseline" in {r["Technique"] for r in exporters}
-
-    (int8,) = tables_under(md, "Three int8 toolchains")
-    for arch, name in (("vgg16", "VGG-16"), ("resnet18", "ResNet-18")):
-        lines = [r for r in int8 if r["Arch"] == name]
-        assert [(r["Toolchain"], r["Runtime"]) for r in lines] == [
-            ("torchao PT2E int8", RUNTIME_NAMES["pytorch-inductor"]), ("ORT int8 of the PyTorch export", RUNTIME_NAMES["onnxruntime"]),
-            ("TFLite int8", RUNTIME_NAMES["litert"]), ("TFLite int8, converted to ONNX", RUNTIME_NAMES["onnxruntime"]),
-            ("ORT int8 of the Keras export", RUNTIME_NAMES["onnxruntime"])]
-        setting = lines[0]["Setting"]
-        assert {r["Setting"] for r in lines} == {setting}  # one observer and calibration size for all
-        tflite = group(rows, "keras", arch, "int8_static", setting)
-        assert lines[2]["b64 ms (× fp32)"] == on(tflite, 64, "litert")
-        assert lines[3]["b64 ms (× fp32)"] == on(tflite, 64, "onnxruntime")
-        assert lines[0]["Acc %"] == f"{mean(group(rows, 'pytorch', arch, 'int8_static', setting), 'test_acc') * 100:.2f}"
-    # the fixture's controlled int8 cell is at another setting: the table says its weights are independent
-    assert "independently trained weights per framework" in subsection(md, "Three int8 toolchains")
 
 
 # ---- 2. paper-style tables -----------------------------------------------------------------------------
@@ -644,7 +598,7 @@ def test_noise_findings_measured_speedups_and_unstructured(report):
     assert "points measurably changed speed" not in lat_macs
     no_effect = subsection(md, "No measurable effect")
     assert ("Batch-64 latency: no measurable change (95% CI contains 1, or within the A/A noise) on pytorch/vgg16 "
-            "(PyTorch Inductor (torch.compile, CPU)): prune_global, prune_gradual") in no_effect
+            "(PyTorch eager (CPU)): prune_global, prune_gradual") in no_effect
 
 
 def test_contended_timing_is_listed_and_not_shown(report):

@@ -92,7 +92,7 @@ def build_blocks(all_rows: list[dict], figures_dir: Path, titles: tuple[str, str
                  f"directory, or pass `--fingerprint {f}`." for (f, p), n in sorted(left_out.items())]
     left_text += [f"unreadable row file `{p}` (moved aside; the next run reruns its cell)." for p in corrupt]
     blocks = [Heading(title, 1), intro, *[Para(f"**Left out:** {t}") for t in left_text],
-              *headline_section(picks, base, cells), *runtimes_section(cells, picks, points),
+              *headline_section(picks, base, cells), *runtimes_section(cells, picks),
               *paper_section(points, picks, base),
               *side_by_side_section(pairs),
               *figures_section(figures.Data(cells, points, base), figures_dir),

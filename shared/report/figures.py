@@ -277,7 +277,7 @@ FIGURES = (
          "framework; the step line is each framework's Pareto front.", pareto_size, "rows with test metrics"),
     Spec("pareto_latency", "Pareto front: accuracy vs speedup",
          "As above against the measured batch-1 speedup over the same framework's fp32 baseline on the same runtime "
-         "(PyTorch compiled by Inductor; Keras on LiteRT), log scale.",
+         "(PyTorch eager; Keras on LiteRT), log scale.",
          pareto_latency, "rows with test metrics"),
     Spec("filter_rounds", "Structured pruning rounds", "Iterative filter pruning: parameters, MACs and test accuracy "
          "after every prune + fine-tune round (round 0: the baseline).", filter_rounds, "filter_iterative rows"),

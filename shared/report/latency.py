@@ -2,10 +2,8 @@
 
 Every speedup is a model's fp32 baseline over the model, both timed in the same interleaved rounds on the
 same runtime; a row's own in-training latency keys (older rows) are dropped, never used. Each framework's
-tables use its deployment runtime, named beside them: PyTorch compiled by Inductor (where its int8 runs:
-eager PyTorch only simulates PT2E int8), LiteRT for Keras (every Keras row has a flatbuffer). The other
-runtimes (eager PyTorch, where ``int8_dynamic`` runs; TensorFlow; ONNX Runtime) are in the
-latency-by-runtime table.
+tables use one runtime, named beside them: PyTorch eager for PyTorch, LiteRT for Keras (every Keras row has
+a flatbuffer; its float rows are also timed on TensorFlow, listed in the latency-by-runtime table).
 """
 from __future__ import annotations
 
@@ -13,9 +11,8 @@ import math
 
 from ..measure import TIMING_COLUMNS
 
-PRIMARY_RUNTIME = {"pytorch": "pytorch-inductor", "keras": "litert"}
-RUNTIME_NAMES = {"pytorch-eager": "PyTorch eager (CPU)", "pytorch-inductor": "PyTorch Inductor (torch.compile, CPU)",
-                 "tensorflow": "TensorFlow (tf.function)",
+PRIMARY_RUNTIME = {"pytorch": "pytorch-eager", "keras": "litert"}
+RUNTIME_NAMES = {"pytorch-eager": "PyTorch eager (CPU)", "tensorflow": "TensorFlow (tf.function)",
                  "litert": "LiteRT (XNNPACK)", "onnxruntime": "ONNX Runtime (CPU EP)"}
 BATCH_SIZES = (1, 64)
 NO_CHANGE = "no measurable change"

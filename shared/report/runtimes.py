@@ -40,30 +40,21 @@ def noise_table(cells: pd.DataFrame) -> list:
                    *[f"Speedup CI b{b} (median)" for b in BATCH_SIZES]], rows)]
 
 
-def runtime_means(rows: list[dict]) -> dict[str, dict]:
-    """runtime -> the timing columns of a point's rows on it, over seeds (contended entries left out): latency
-    and speedup means, the seeds' CIs spanned and their largest A/A noise, as in the headline."""
-    seen = {}
-    for r in rows:
-        for runtime, e in (r.get("timings") or {}).items():
-            if not e.get("contended"):
-                seen.setdefault(runtime, []).append(timing_columns(e))
-    out = {}
-    for runtime, entries in seen.items():
-        mean = {k: float(np.mean([e[k] for e in entries])) for k in entries[0]}
-        for b in BATCH_SIZES:
-            if f"speedup_b{b}_lo" in mean:
-                mean[f"speedup_b{b}_lo"] = min(e[f"speedup_b{b}_lo"] for e in entries)
-                mean[f"speedup_b{b}_hi"] = max(e[f"speedup_b{b}_hi"] for e in entries)
-                mean[f"noise_b{b}"] = max(e[f"noise_b{b}"] for e in entries)
-        out[runtime] = mean
-    return out
-
-
 def by_runtime_table(chosen: pd.DataFrame) -> list:
     rows = []
     for _, p in chosen.iterrows():
-        for runtime, mean in runtime_means(p["rows"]).items():
+        seen = {}
+        for r in p["rows"]:
+            for runtime, e in (r.get("timings") or {}).items():
+                if not e.get("contended"):
+                    seen.setdefault(runtime, []).append(timing_columns(e))
+        for runtime, entries in seen.items():
+            mean = {k: float(np.mean([e[k] for e in entries])) for k in entries[0]}
+            for b in BATCH_SIZES:  # the seeds' CIs spanned, as in the headline
+                if f"speedup_b{b}_lo" in mean:
+                    mean[f"speedup_b{b}_lo"] = min(e[f"speedup_b{b}_lo"] for e in entries)
+                    mean[f"speedup_b{b}_hi"] = max(e[f"speedup_b{b}_hi"] for e in entries)
+                    mean[f"noise_b{b}"] = max(e[f"noise_b{b}"] for e in entries)
             q = {**mean, "technique": p["technique"]}
             rows.append([FRAMEWORK_NAMES.get(p["framework"], p["framework"]), ARCH_NAMES.get(p["arch"], p["arch"]),
                          p["technique"], p["label"], RUNTIME_NAMES.get(runtime, runtime),
@@ -78,8 +69,5 @@ def by_runtime_table(chosen: pd.DataFrame) -> list:
                    "b64 ×fp32"], rows)]
 
 
-def runtimes_section(cells: pd.DataFrame, chosen: pd.DataFrame, points: pd.DataFrame | None = None) -> list:
-    from .same_runtime import same_runtime_blocks
-
-    extra = same_runtime_blocks(points, chosen) if points is not None else []
-    return [*noise_table(cells), *by_runtime_table(chosen), *extra]
+def runtimes_section(cells: pd.DataFrame, chosen: pd.DataFrame) -> list:
+    return [*noise_table(cells), *by_runtime_table(chosen)]

@@ -40,30 +40,12 @@ def headline_section(chosen: pd.DataFrame, base: dict, cells: pd.DataFrame) -> l
             runtime = RUNTIME_NAMES.get(PRIMARY_RUNTIME.get(fw), "?")
             blocks += [Heading(f"{FRAMEWORK_NAMES[fw]} · {ARCH_NAMES[arch]} (latency on {runtime})", 3),
                        Table(HEADLINE_COLUMNS, [headline_row(p, b) for _, p in sub.iterrows()])]
-            elsewhere = timed_elsewhere(sub, PRIMARY_RUNTIME.get(fw))
-            if elsewhere:
-                blocks.append(Para(f"Not run on {runtime}, timed on another runtime (see Latency by runtime): "
-                                   + "; ".join(f"{t} ({', '.join(RUNTIME_NAMES.get(r, r) for r in rts)})"
-                                               for t, rts in elsewhere.items()) + "."))
             no_acc = sorted(set(cells[(cells.framework == fw) & (cells.arch == arch) & (cells.status == "ok")
                                       & cells.test_acc.isna()].technique))
             if no_acc:
                 blocks.append(Para(f"No test metrics in these rows (sensitivity is a validation-split analysis: "
                                    f"see the figures): {', '.join(no_acc)}."))
     return blocks
-
-
-def timed_elsewhere(points: pd.DataFrame, primary: str | None) -> dict[str, list[str]]:
-    """technique -> the runtimes its points were timed on, for points that have no artifact on ``primary``
-    (PyTorch's int8_dynamic runs eagerly only; ORT's int8 on ORT only)."""
-    out = {}
-    for _, p in points.iterrows():
-        runtimes = sorted({rt for r in p["rows"] for rt, e in (r.get("timings") or {}).items()
-                           if rt != primary and not e.get("contended")})
-        on_primary = any(primary in ((r.get("artifact") or {}).get("runtimes") or {}) for r in p["rows"])
-        if runtimes and not on_primary:
-            out.setdefault(p["technique"], runtimes)
-    return out
 
 
 def framework_pairs(points: pd.DataFrame, verdicts: bool = True) -> pd.DataFrame:

@@ -9,13 +9,24 @@ from shared import specs
 from shared.conventions import BN_EPS, BN_MOMENTUM_TORCH
 
 
+# oneDNN's AVX2 kernel for the weight gradient of a strided 1x1 convolution on channels_last input with fewer
+# than 8 input channels crashes (segfault with 1 thread, a spinning hang with 2; torch 2.14.1 on an AVX2-only
+# EPYC; AVX-512 machines are unaffected). Such a conv (a ResNet shortcut at the smoke width, or after a deep
+# filter prune) subsamples first and convolves at stride 1: the same function, the same weights.
+SUBSAMPLE_BELOW_CIN = 8
+
+
 class ConvBN(nn.Module):
     def __init__(self, c: specs.Conv):
         super().__init__()
-        self.conv = nn.Conv2d(c.cin, c.cout, c.kernel, c.stride, c.padding, bias=c.bias)
+        self.subsample = c.stride if c.kernel == 1 and c.stride > 1 and c.cin < SUBSAMPLE_BELOW_CIN else 1
+        stride = 1 if self.subsample > 1 else c.stride
+        self.conv = nn.Conv2d(c.cin, c.cout, c.kernel, stride, c.padding, bias=c.bias)
         self.bn = nn.BatchNorm2d(c.cout, eps=BN_EPS, momentum=BN_MOMENTUM_TORCH)
 
     def forward(self, x):
+        if self.subsample > 1:
+            x = x[:, :, :: self.subsample, :: self.subsample]
         return self.bn(self.conv(x))
 
 

@@ -204,3 +204,26 @@ def test_keras3_behind_tf_keras_is_refused():
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert "REFUSED:" in out.stdout, out.stdout + out.stderr
     assert "import tensorflow_impl before tensorflow, or set TF_USE_LEGACY_KERAS=1" in out.stdout
+
+
+def test_a_narrow_strided_shortcut_subsamples_then_convolves_the_same_function():
+    """The smoke-width ResNet-18's shortcuts (4 -> 8 channels) work around oneDNN's AVX2 crash
+    (models.SUBSAMPLE_BELOW_CIN): same parameters, same outputs as a strided 1x1 conv, and a channels_last
+    training step completes."""
+    import torch
+    import torch.nn.functional as F
+
+    from pytorch_impl import models
+
+    torch.manual_seed(0)
+    net = models.build("resnet18", width=0.0625)
+    short = net.layer2[0].shortcut
+    assert short.subsample == 2 and short.conv.stride == (1, 1) and short.conv.in_channels == 4
+    assert net.layer3[0].shortcut.subsample == 1 and net.layer3[0].shortcut.conv.stride == (2, 2)  # 8 channels
+    x = torch.randn(2, 4, 32, 32)
+    torch.testing.assert_close(short.conv(x[:, :, ::2, ::2]), F.conv2d(x, short.conv.weight, stride=2))
+    net = net.to(memory_format=torch.channels_last)
+    xb = torch.randn(8, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    for _ in range(2):
+        net(xb).sum().backward()
+    assert net.layer2[0].shortcut.conv.weight.grad.abs().sum() > 0

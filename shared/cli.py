@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 from . import console
 from .lock import LockedError, RunLock
 from .preflight import PreflightError, preflight
+from .runner import RestartForMemory
 
 from .presets import PRESETS, get_preset
 from .specs import ARCHS
@@ -24,6 +26,7 @@ from .techniques import TECHNIQUES
 
 SUITES = ("pytorch_impl", "tensorflow_impl")
 PARENT_ENV = "CNN_STUDY_UNDER_SHARED_RUN"  # set for the suites shared run starts
+RESTART_ENV = "CNN_STUDY_RESTARTED_RUN"  # what a suite run restarted for memory had done (runner.RestartForMemory)
 
 
 def time_all(args) -> int:
@@ -136,11 +139,18 @@ def suite_main(package: str, argv=None) -> int:
     console.configure(args.verbose)
     with console.quiet_native():  # the framework loads only for a run that can start
         suite = importlib.import_module(f"{package}.suite")
-    done_before = _finished_rows(args.out)
+    carried = json.loads(os.environ.get(RESTART_ENV, "null"))  # set by this run's earlier process, if any
+    if carried:
+        t0 = carried["t0"]
+    done_before = carried["done_before"] if carried else _finished_rows(args.out)
+    earlier = carried["rows"] if carried else []
     try:
         with RunLock(args.out, command):
             rows = suite.run(preset, args.out, data_dir=args.data_dir, archs=args.arch, dataset=dataset,
                              techniques=args.technique, command=command, controlled=args.controlled)
+    except RestartForMemory as exc:  # the lock is released; the new process takes it again
+        restart_for_memory(package, argv, exc, {"t0": t0, "done_before": done_before,
+                                                "rows": earlier + [_summary(r) for r in exc.rows]})
     except LockedError as exc:
         print(f"{package}: {exc}", file=sys.stderr)
         return 2
@@ -149,6 +159,7 @@ def suite_main(package: str, argv=None) -> int:
             print(f"{package}: interrupted; {_finished_rows(args.out) - done_before} cells finished in this run "
                   f"are kept. Resume with: {command}", file=sys.stderr)
         return 130
+    rows = earlier + [_summary(r) for r in rows]
     failed = [r["cell_id"] for r in rows if r["status"] == "failed"]
     missing = sum(r["status"] == "not_implemented" for r in rows)
     if missing:
@@ -157,6 +168,20 @@ def suite_main(package: str, argv=None) -> int:
     for cid in failed:
         print(f"  failed: {cid} (see its row's 'error')")
     return 1 if failed else 0
+
+
+def _summary(row: dict) -> dict:
+    return {"cell_id": row["cell_id"], "status": row["status"]}
+
+
+def restart_for_memory(package: str, argv: list[str], exc, carried: dict):
+    """Replace this process with a fresh run of the same command (same pid, so ``shared run``'s wait and
+    signal forwarding still hold); what this process ran travels in the environment for the final summary."""
+    print(f"{package}: {exc}: restarting the process to free it ({len(exc.rows)} cells finished in this "
+          f"process are kept)", flush=True)
+    sys.stderr.flush()
+    os.environ[RESTART_ENV] = json.dumps(carried)
+    os.execv(sys.executable, [sys.executable, "-m", package, *argv])
 
 
 def _finished_rows(out: Path) -> int:

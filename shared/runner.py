@@ -5,6 +5,7 @@ train, compress and measure through it and return the row's metrics. Nothing her
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 import traceback
@@ -80,6 +81,17 @@ def checkpoints_intact(ctx: RunContext, framework: str, cell: Cell, log) -> bool
     return False
 
 
+class RestartForMemory(Exception):
+    """Raised between cells when the suite's process has outgrown its backend's ``restart_above_mib``:
+    the suite's ``run`` command re-executes itself (``os.execv``), which returns all of the memory, and the
+    new process skips the finished cells. TensorFlow keeps allocator arenas, traced functions and
+    converter state that ``clear_session`` does not release; a fresh process is the one bound that holds."""
+
+    def __init__(self, rows: list[dict], rss_mib: float, limit_mib: float):
+        super().__init__(f"process at {rss_mib:.0f} MiB, above its {limit_mib:.0f} MiB bound")
+        self.rows, self.rss_mib, self.limit_mib = rows, rss_mib, limit_mib
+
+
 def load_dataset(preset: Preset, data_dir=None) -> data_mod.Dataset:
     if preset.data == "synthetic":
         n_train, n_val, n_test = preset.synthetic_sizes
@@ -152,7 +164,26 @@ def run_suite(backend, preset: Preset, out_dir, *, data_dir=None, archs=None, te
         backend.end_cell()
         rows.append(row)
         t_run += row["wall_time_s"]
+        limit = restart_bound(backend)
+        rss = process_rss_mib()
+        if limit and rss and rss > limit and any(not finished(out_dir, c.id) for c in planned[k:]):
+            raise RestartForMemory(rows, rss, limit)
     return rows
+
+
+RESTART_ABOVE_ENV = "CNN_STUDY_RESTART_ABOVE_MIB"  # overrides the backend's bound; 0 turns restarts off
+
+
+def restart_bound(backend) -> float | None:
+    """The resident size (MiB) above which the suite restarts between cells: the environment's, else the
+    backend's ``restart_above_mib``."""
+    stated = os.environ.get(RESTART_ABOVE_ENV)
+    if stated is not None:
+        try:
+            return float(stated)
+        except ValueError:
+            raise ValueError(f"{RESTART_ABOVE_ENV}={stated!r} is not a number of MiB (0 turns restarts off)") from None
+    return getattr(backend, "restart_above_mib", None)
 
 
 def process_rss_mib() -> float | None:

@@ -37,9 +37,14 @@ class KerasBackend:
     export_state = staticmethod(export_state)
     import_state = staticmethod(import_state)
 
+    # clear_session (below) slows the growth but does not stop it: 1.8 GiB after the first quick cell, 4.4 GiB
+    # after the 95th (5ebe611's quick rows, process_rss_mib). Past this bound the suite restarts its process
+    # between cells; ~1 GiB above the first cell's footprint keeps the restarts to a few per quick suite.
+    restart_above_mib = 3072
+
     def end_cell(self) -> None:
         # Keras keeps every layer ever built in its global graph state and name counters; without this a
-        # suite's memory grew with each cell (see the README's resource note for the measured RSS).
+        # suite's memory grew with each cell (restart_above_mib bounds the rest).
         import gc
 
         keras.backend.clear_session()

@@ -172,3 +172,19 @@ def test_shared_run_without_data_stops_at_once_and_writes_nothing(tmp_path):
     assert res.returncode == 2 and "CIFAR-10 not found at" in res.stderr
     assert "tensorflow_impl" not in res.stdout  # the second suite never started, no report was written
     assert not out.exists()
+
+
+def test_a_suite_past_its_memory_bound_restarts_itself_between_cells_and_finishes(tmp_path):
+    """A 1 MiB bound restarts the process after every cell: the run still ends with each cell run once, and
+    the summary counts the cells of every process of the run."""
+    out = tmp_path / "run"
+    res = subprocess.run([sys.executable, "-m", "pytorch_impl", "run", "--preset", "smoke", "--out", str(out),
+                          "--technique", "baseline"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "CNN_STUDY_RESTART_ABOVE_MIB": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    restarts = [line for line in res.stdout.splitlines() if "restarting the process" in line]
+    assert len(restarts) == 1 and "above its 1 MiB bound" in restarts[0]  # after vgg16; none after the last
+    assert "pytorch_impl: 2 cells run, 0 failed" in res.stdout
+    rows = [json.loads(p.read_text()) for p in (out / "rows").glob("*.json")]
+    assert sorted(r["arch"] for r in rows) == ["resnet18", "vgg16"] and all(r["status"] == "ok" for r in rows)
+    assert not (out / LOCK_NAME).exists()

@@ -271,3 +271,26 @@ def test_cell_lines_show_the_counter_the_settings_and_an_eta(tmp_path, use_drive
     run_suite(FAKE, get_preset("smoke"), tmp_path, archs=("vgg16",), techniques=("baseline",), log=lines.append)
     assert lines[-1] == "[fake] [1/1] vgg16/baseline s0: skip, already done"
     assert cell_label(Cell("keras", "resnet18", "fixed_point", 1, {"bits": 4})) == "resnet18/fixed_point (bits=4) s1"
+
+
+def test_a_process_past_its_memory_bound_stops_between_cells_and_only_while_work_remains(
+        tmp_path, use_drivers, monkeypatch):
+    from shared import runner
+
+    preset = get_preset("smoke")
+    calls = []
+    use_drivers(fake_driver(calls))
+    monkeypatch.setattr(runner, "process_rss_mib", lambda: 5000.0)
+    monkeypatch.setattr(FakeBackend, "restart_above_mib", 4096, raising=False)
+    with pytest.raises(runner.RestartForMemory, match="process at 5000 MiB, above its 4096 MiB bound") as exc:
+        run_suite(FAKE, preset, tmp_path, **ONLY_BASELINE)
+    assert calls == ["vgg16"] and [r["arch"] for r in exc.value.rows] == ["vgg16"]
+    assert results.finished(tmp_path, exc.value.rows[0]["cell_id"])  # its row was written first
+    # the restarted process runs the last cell and, with nothing left to do, returns normally
+    assert [r["arch"] for r in run_suite(FAKE, preset, tmp_path, **ONLY_BASELINE)] == ["resnet18"]
+    assert calls == ["vgg16", "resnet18"]
+    monkeypatch.setenv(runner.RESTART_ABOVE_ENV, "0")  # 0 turns the bound off
+    assert runner.restart_bound(FAKE) == 0.0
+    monkeypatch.setenv(runner.RESTART_ABOVE_ENV, "lots")
+    with pytest.raises(ValueError, match="CNN_STUDY_RESTART_ABOVE_MIB='lots' is not a number of MiB"):
+        runner.restart_bound(FAKE)

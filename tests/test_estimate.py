@@ -5,7 +5,7 @@ import json
 import pytest
 
 from shared import cli, specs
-from shared.estimate import CountingBackend, estimate, load_calibration
+from shared.estimate import CountingBackend, estimate, load_calibration, sized_dataset
 from shared.presets import get_preset
 from shared.runner import plan_cells
 
@@ -71,6 +71,27 @@ def test_a_pruned_network_is_priced_between_the_calibrated_ones_by_macs():
     assert backend._interp("vgg16", pruned.macs, "train_step", 10) == pytest.approx(max(half + t * (full - half), 0))
 
 
+def test_every_new_model_pays_its_first_training_call_once():
+    """A fine-tune trains a model its cell has just built: the calibration's first_train_s (the smallest of the
+    calibrated networks', the first one measured also paying the process's warm-up) is added once per model."""
+    cal = stated()
+    for i, net in enumerate(cal["networks"]["vgg16"]):
+        net["first_train_s"] = 3.0 + 4.0 * i
+    cells = plan_cells("pytorch", SMOKE, ("baseline",), ("vgg16",))
+    (seconds,) = estimate(SMOKE, cal, cells, lambda c: True).values()
+    (without,) = estimate(SMOKE, stated(), cells, lambda c: True).values()
+    assert seconds - without == pytest.approx(3.0)
+    backend = CountingBackend(cal)
+    model = backend.build("vgg16", width=SMOKE.width)
+    data = sized_dataset(SMOKE)
+    costs = []
+    for m in (model, model, backend.build("vgg16", width=SMOKE.width)):
+        before = backend.seconds
+        backend.train(m, data, SMOKE.recipe, 0, label="x", steps=10)
+        costs.append(backend.seconds - before)
+    assert costs[0] - costs[1] == pytest.approx(3.0) and costs[2] == pytest.approx(costs[0])
+
+
 @pytest.mark.parametrize("framework", ["pytorch", "keras"])
 def test_every_quick_cell_dry_runs_through_the_real_drivers(framework):
     cells = plan_cells(framework, QUICK)
@@ -113,6 +134,7 @@ def test_the_pytorch_calibration_measures_every_network_the_estimate_prices(pt_b
         assert widths == [SMOKE.width * SMOKE.protocol.student_width_factor, SMOKE.width]
         assert [n["macs"] for n in nets] == [specs.count_macs(specs.plan(arch, width=w)) for w in widths]
         assert all(n["train_step"]["per_unit_s"] > 0 and n["eval_image"]["per_unit_s"] > 0 for n in nets)
+        assert all(n["first_train_s"] >= 0 and n["first_eval_s"] >= 0 for n in nets)
         int8 = cal["int8"][arch]
         assert int8["convert_s"] > 0 and int8["eval_image_s"] > 0 and int8["artifact_float_s"] > 0
     json.dumps(cal)  # what --calibration reads back

@@ -25,6 +25,13 @@ NOOP_QUANTIZED_FRACTION = 0.05
 # speedup's bootstrap CI, and the A/A spread of the baseline against a second copy of itself; see
 # shared.report.latency.verdict).
 
+# A family of speedups (a group's unstructured points at one batch size) "changed speed" only when more of its
+# points left their 95% CI than chance would put outside N such intervals: P(>= k of N | Binomial(N, 5%)) below
+# this. One point of 25 outside its CI is what chance gives 72% of the time (and the one such point of the
+# committed quick study read 1.00x on a second pass, reports/quick/logs/retime_keras_resnet18).
+FAMILY_ALPHA = 0.05
+POINT_ALPHA = 0.05  # each speedup's bootstrap interval is a 95% CI (shared.timing)
+
 # "Latency did not follow MACs": the arithmetic fell by at least 1.5x but batch-1 latency improved by less
 # than 1.2x (overheads, memory traffic or dense kernels dominate).
 MAC_REDUCTION_NOTABLE = 1.5

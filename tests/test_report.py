@@ -570,6 +570,37 @@ def test_findings(report):
     assert "Frameworks outside tolerance (controlled mode): VGG-16 int8_static" in text
 
 
+def _sparse_points(flags: list[float]) -> pd.DataFrame:
+    """One group's unstructured points at batch 64: speedup 1.00 [0.98-1.02] unless flagged with a speedup."""
+    rows = []
+    for i, s in enumerate(flags):
+        lo, hi = (s - 0.03, s + 0.03) if s != 1.0 else (0.98, 1.02)
+        rows.append({"framework": "keras", "arch": "resnet18", "technique": "prune_random", "label": f"sparsity={i}",
+                     "controlled": False, "macs": 100, "runtime": "litert", "speedup_b1": 1.0, "speedup_b1_lo": 0.98,
+                     "speedup_b1_hi": 1.02, "noise_b1": 0.01, "speedup_b64": s, "speedup_b64_lo": lo,
+                     "speedup_b64_hi": hi, "noise_b64": 0.01})
+    return pd.DataFrame(rows)
+
+
+def test_unstructured_flags_are_judged_as_a_family_against_what_chance_gives():
+    from shared.report.findings import chance_of_flags, latency_vs_macs
+
+    base = {("keras", "resnet18"): {"macs": 100}}
+    assert chance_of_flags(1, 25) == pytest.approx(1 - 0.95 ** 25)  # 0.72
+    assert chance_of_flags(0, 25) == pytest.approx(1.0)
+    one = latency_vs_macs(_sparse_points([0.93] + [1.0] * 24), base)
+    (b64,) = [t for t in one if "batch 64" in t]
+    assert b64.startswith("Unstructured sparsity: no measurable change on keras/resnet18 (LiteRT (XNNPACK)), "
+                          "batch 64 as a family: 1 of 25 points outside their 95% CI")
+    assert "(expected 1.2; P(≥ 1) = 0.72)" in b64 and "prune_random (sparsity=0) slower 0.93×" in b64
+    many = latency_vs_macs(_sparse_points([1.3] * 5 + [1.0] * 5), base)
+    (b64,) = [t for t in many if "batch 64" in t]
+    assert b64.startswith("Unstructured sparsity on keras/resnet18 (LiteRT (XNNPACK)), batch 64: 5 of 10 points "
+                          "measurably changed speed, more than chance (P(≥ 5) = 0.000)")
+    (b1,) = [t for t in many if "batch 1" in t]
+    assert "all 10 points within their CI" in b1
+
+
 def test_noise_findings_measured_speedups_and_unstructured(report):
     rows, md = report["rows"], report["md"]
     measured = subsection(md, "Measured speed changes")

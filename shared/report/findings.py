@@ -88,9 +88,24 @@ def latency_vs_macs(points: pd.DataFrame, base: dict) -> list[str]:
                            f"multiply the zeros).")
             else:
                 listed = "; ".join(f"{_who(q)} {v} {_ci(q, bs)}" for q, v in changed)
-                out.append(f"Unstructured sparsity on {where}: {len(changed)} of {len(timed)} points measurably "
-                           f"changed speed: {listed}.")
+                p_chance = chance_of_flags(len(changed), len(timed))
+                if p_chance >= tol.FAMILY_ALPHA:
+                    out.append(f"Unstructured sparsity: no measurable change on {where} as a family: {len(changed)} "
+                               f"of {len(timed)} points outside their 95% CI, as many as chance puts outside "
+                               f"{len(timed)} such intervals (expected {tol.POINT_ALPHA * len(timed):.1f}; "
+                               f"P(≥ {len(changed)}) = {p_chance:.2f}): {listed}.")
+                else:
+                    out.append(f"Unstructured sparsity on {where}: {len(changed)} of {len(timed)} points measurably "
+                               f"changed speed, more than chance (P(≥ {len(changed)}) = {p_chance:.3f}): {listed}.")
     return out
+
+
+def chance_of_flags(k: int, n: int) -> float:
+    """P(at least k of n 95% intervals exclude the truth) when none of the n points changed: the binomial tail
+    (intervals of one group share a reference and so are not independent; the tail is the usual approximation)."""
+    from scipy.stats import binom
+
+    return float(binom.sf(k - 1, n, tol.POINT_ALPHA))
 
 
 def timing_gaps(cells: pd.DataFrame) -> list[str]:

@@ -35,11 +35,13 @@ def test_pytorch_and_keras_learn_the_smoke_data_with_identical_history_columns(s
 CONSTANT, DECAYING = ((0.0, 1.0), (1.0, 1.0)), ((0.0, 1.0), (1.0, 0.0))
 
 
-def _two_steps(arch, smoke_data, keras_recipe_changes=None, lr_knots=CONSTANT, lr=0.01):
-    """Both frameworks from the same weights through the same two batches; returns (torch, keras, start)."""
+def _two_steps(arch, smoke_data, keras_recipe_changes=None, lr_knots=CONSTANT, lr=0.01, steps=2):
+    """Both frameworks from the same weights through the same batches (two by default); returns (torch,
+    keras, start)."""
     recipe = Recipe(epochs=1, batch_size=128, lr=lr, crop_padding=0, flip=False, lr_knots=lr_knots)
+    n = steps * recipe.batch_size
     two_batches = data.Dataset(
-        train=data.Split(smoke_data.train.x[:256], smoke_data.train.y[:256]),
+        train=data.Split(smoke_data.train.x[:n], smoke_data.train.y[:n]),
         val=data.Split(smoke_data.val.x[:0], smoke_data.val.y[:0]), test=smoke_data.test, source="smoke")
     pt_train.torch.manual_seed(0)
     torch_model = pt_models.build(arch, width=0.25)
@@ -56,39 +58,41 @@ def _max_diff(a, b):
     return max(float(np.abs(a[k] - b[k]).max()) for k in a if not k.endswith("running_var"))
 
 
-# Two steps, not more: training is chaotic at these widths. A 1e-7 perturbation of the start grows to
-# ~2e-2 after four steps within PyTorch alone, so only the first steps can tell a recipe mismatch (which
-# moves weights by ~1e-2 here, see the control below) from float rounding (~1e-4 to 8e-4 here).
-PARITY_ATOL = 2.5e-3
+# Training is chaotic at these widths: a 1e-7 perturbation of the start grows to ~2e-2 after four steps
+# within PyTorch alone, and how much float rounding the second step amplifies depends on the CPU's kernels
+# (VGG-16 after two steps: 1e-4 to 8e-4 on an AVX-512 EPYC, 3.6e-3 to 5e-3 on an AVX2-only one). After one
+# step rounding is 2.5e-5 to 7.6e-5 on both, where a recipe mismatch moves weights by 1.3e-3 to 5.7e-3.
+PARITY_ATOL = 5e-4  # after one step
 
 
 @pytest.mark.parametrize("arch", ["vgg16", "resnet18"])
 def test_same_start_same_batches_give_the_same_weights(arch, smoke_data):
     """Constant LR (where the two Nesterov formulations coincide), label smoothing, coupled weight decay,
-    BN in training mode, the shared batch order: after two SGD steps both frameworks hold the same weights."""
-    a, b, start = _two_steps(arch, smoke_data)
-    assert _max_diff(a, start) > 0.1  # the steps really moved the weights
+    BN in training mode, the shared batch order: after one SGD step both frameworks hold the same weights."""
+    a, b, start = _two_steps(arch, smoke_data, steps=1)
+    assert _max_diff(a, start) > 0.05  # the step really moved the weights
     assert _max_diff(a, b) < PARITY_ATOL
 
 
 @pytest.mark.parametrize("arch", ["vgg16", "resnet18"])
-def test_a_per_step_schedule_gives_the_same_weights(arch, smoke_data):
-    """The LR halves between the two steps: Keras' own Nesterov form (buffer in LR units) would differ from
-    PyTorch's here, so the Keras suite runs PyTorch's form (``TorchFormSGD``)."""
+def test_a_per_step_schedule_gives_the_same_weights_and_keras_own_nesterov_form_does_not(
+        arch, smoke_data, monkeypatch):
+    """The LR halves between the two steps: Keras' own Nesterov form (buffer in LR units) differs from
+    PyTorch's here, so the Keras suite runs PyTorch's form (``TorchFormSGD``). Two steps amplify rounding by
+    a CPU-dependent factor, so the check is relative: PyTorch's form ends at most half as far from PyTorch as
+    Keras' own form does (measured 2.6x to 3.5x closer on an AVX2-only EPYC, the tightest seen)."""
     a, b, _ = _two_steps(arch, smoke_data, lr_knots=DECAYING, lr=0.04)
-    assert _max_diff(a, b) < PARITY_ATOL
-
-
-def test_keras_own_nesterov_form_differs_under_a_schedule(smoke_data, monkeypatch):
     monkeypatch.setattr(tf_train, "TorchFormSGD", tf_train.keras.optimizers.SGD)
-    a, b, _ = _two_steps("vgg16", smoke_data, lr_knots=DECAYING, lr=0.04)
-    assert _max_diff(a, b) > 2 * PARITY_ATOL
+    a_own, b_own, _ = _two_steps(arch, smoke_data, lr_knots=DECAYING, lr=0.04)
+    assert _max_diff(a, a_own) == 0.0  # the PyTorch side is the same run
+    assert _max_diff(a, b) < 0.5 * _max_diff(a_own, b_own)
 
 
 @pytest.mark.parametrize("change", [{"nesterov": False}, {"label_smoothing": 0.0}])
 def test_parity_check_catches_a_recipe_mismatch(change, smoke_data):
-    a, b, _ = _two_steps("vgg16", smoke_data, keras_recipe_changes=change)
-    assert _max_diff(a, b) > 2 * PARITY_ATOL
+    a, b, _ = _two_steps("vgg16", smoke_data, keras_recipe_changes=change, steps=1)
+    matched_a, matched_b, _ = _two_steps("vgg16", smoke_data, steps=1)
+    assert _max_diff(a, b) > 2 * PARITY_ATOL and _max_diff(a, b) > 5 * _max_diff(matched_a, matched_b)
 
 
 def test_pytorch_decays_exactly_the_conv_and_linear_weights():

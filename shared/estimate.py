@@ -2,8 +2,8 @@
 
 ``calibrate(backend, preset)`` runs in a suite's own process and times that framework's primitives on
 synthetic CIFAR-shaped data: a training step and an evaluated image (each as a fixed cost per call plus a
-cost per step or image, from two call sizes, plus what a new model's first evaluation and first training
-call cost beyond that: Keras builds a graph per model), at the preset's width and the KD student's, for every
+cost per step or image, from two call sizes, plus what building a network, setting its weights, and a new
+model's first evaluation and first training call cost: Keras builds a graph per model), at the preset's width and the KD student's, for every
 architecture; one static int8 conversion and the evaluation of its model; QAT preparation and a QAT step;
 saving a float and an int8 artifact. About one (PyTorch) and three (Keras) minutes on a 2-core CPU at the quick preset.
 
@@ -78,7 +78,10 @@ def calibrate(backend, preset, log=print) -> dict:
         nets = []
         for width in sorted({preset.width, student_width(preset.width, preset.protocol)}):
             log(f"calibrating {backend.name} {arch} at width {width:g}: training and evaluation throughput")
+            t0 = time.perf_counter()
             model = backend.build(arch, width=width, seed=0)
+            build_s = time.perf_counter() - t0
+            import_s = _timed(backend.import_state, model, backend.export_state(model))
             small, large = (data_mod.Split(eval_split.x[:ebs * n], eval_split.y[:ebs * n]) for n in EVAL_BATCHES)
             first = _timed(backend.evaluate, model, small, ebs)  # a new model's first call: Keras traces it
             eval_s = [_best_of_two(backend.evaluate, model, split, ebs) for split in (small, large)]
@@ -90,7 +93,7 @@ def calibrate(backend, preset, log=print) -> dict:
             line = _line(*train_s, *STEPS)
             nets.append({"width": width, "macs": specs.count_macs(model.plan), "train_step": line,
                          "eval_image": _line(*eval_s, ebs * EVAL_BATCHES[0], ebs * EVAL_BATCHES[1]),
-                         "first_eval_s": max(first - eval_s[0], 0.0),
+                         "first_eval_s": max(first - eval_s[0], 0.0), "build_s": build_s, "import_state_s": import_s,
                          "first_train_s": max(first_train - line["per_call_s"] - line["per_unit_s"], 0.0)})
         out["networks"][arch] = nets
         log(f"calibrating {backend.name} {arch}: an int8 conversion, its evaluation, QAT, artifacts")
@@ -188,13 +191,20 @@ class CountingBackend:
                 self.seconds += max(p["first_eval_s"] for p in self.cal["networks"][model.arch])
 
     # networks and weights
+    def _per_model(self, arch: str, key: str) -> float:
+        """A per-model cost (building a network, setting its weights): the calibrated networks' mean; it
+        follows the layer count, not the MACs (absent from older calibrations: 0)."""
+        return float(np.mean([p.get(key, 0.0) for p in self.cal["networks"][arch]]))
+
     def build(self, arch, *, width=None, widths=None, seed=None):
+        self.seconds += self._per_model(arch, "build_s")
         return FakeNet(arch, specs.resolve_widths(arch, 1.0 if width is None else width, widths))
 
     def export_state(self, model):
         return {k: np.zeros(v, np.float32) for k, v in neutral.expected_shapes(model.plan).items()}
 
     def import_state(self, model, state):
+        self.seconds += self._per_model(model.arch, "import_state_s")
         return model
 
     def end_cell(self):

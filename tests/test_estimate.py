@@ -92,6 +92,19 @@ def test_every_new_model_pays_its_first_training_call_once():
     assert costs[0] - costs[1] == pytest.approx(3.0) and costs[2] == pytest.approx(costs[0])
 
 
+def test_building_a_network_and_setting_its_weights_are_priced_per_model():
+    cal = stated()
+    for net in cal["networks"]["vgg16"]:
+        net["build_s"], net["import_state_s"] = 0.5 + net["width"] * 4, 0.25
+    backend = CountingBackend(cal)
+    model = backend.build("vgg16", width=SMOKE.width)
+    mean_build = 0.5 + 4 * (SMOKE.width / 2 + SMOKE.width) / 2
+    assert backend.seconds == pytest.approx(mean_build)
+    backend.import_state(model, backend.export_state(model))
+    assert backend.seconds == pytest.approx(mean_build + 0.25)
+    assert CountingBackend(stated()).build("vgg16", width=SMOKE.width).arch == "vgg16"  # older files: free
+
+
 @pytest.mark.parametrize("framework", ["pytorch", "keras"])
 def test_every_quick_cell_dry_runs_through_the_real_drivers(framework):
     cells = plan_cells(framework, QUICK)
@@ -135,6 +148,7 @@ def test_the_pytorch_calibration_measures_every_network_the_estimate_prices(pt_b
         assert [n["macs"] for n in nets] == [specs.count_macs(specs.plan(arch, width=w)) for w in widths]
         assert all(n["train_step"]["per_unit_s"] > 0 and n["eval_image"]["per_unit_s"] > 0 for n in nets)
         assert all(n["first_train_s"] >= 0 and n["first_eval_s"] >= 0 for n in nets)
+        assert all(n["build_s"] > 0 and n["import_state_s"] > 0 for n in nets)
         int8 = cal["int8"][arch]
         assert int8["convert_s"] > 0 and int8["eval_image_s"] > 0 and int8["artifact_float_s"] > 0
     json.dumps(cal)  # what --calibration reads back

@@ -848,3 +848,21 @@ def test_a_synthetic_data_report_says_so_and_gives_no_cross_framework_verdict(tm
     assert {r["Within"] for r in indep} == {"— (synthetic data)"}
     assert "Frameworks outside tolerance:" not in section(md, 5)
     assert "smoke test on synthetic data" in (tmp_path / "report" / "report.html").read_text()
+
+
+def test_a_tie_goes_to_the_setting_that_ran_as_named():
+    """Keras' 'histogram' int8 cell is TFLite's min-max calibration (its row carries observer_note): tied on
+    validation accuracy with the min-max cell, the min-max label is the chosen point, whichever sorts first."""
+    from shared.report.cells import chosen
+
+    def point(observer, note):
+        row = {"observer_note": "TFLite calibrates min/max"} if note else {}
+        return {"framework": "keras", "arch": "vgg16", "technique": "int8_static", "controlled": False,
+                "val_acc": 0.78, "level": 0.0, "settings_key": f"calibration_images=1024, observer={observer}",
+                "label": f"observer={observer}", "rows": [row], "fw_i": 1, "arch_i": 0, "order": 10}
+
+    points = pd.DataFrame([point("histogram", True), point("minmax", False)])
+    base = {("keras", "vgg16"): pd.Series({"val_acc": 0.79})}
+    assert chosen(points, base).iloc[0]["label"] == "observer=minmax"
+    points = pd.DataFrame([point("histogram", False), point("minmax", False)])  # both genuine: the first
+    assert chosen(points, base).iloc[0]["label"] == "observer=histogram"

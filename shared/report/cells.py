@@ -109,6 +109,17 @@ def baselines(points: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:
     return {(r["framework"], r["arch"]): r for _, r in base.iterrows()}
 
 
+def stand_in(point) -> bool:
+    """A point whose setting its framework ran as another one (the row says so in ``observer_note``)."""
+    return any(r.get("observer_note") for r in point["rows"])
+
+
+def _ranked(grp: pd.DataFrame, most_compressed: bool) -> pd.DataFrame:
+    keyed = grp.assign(_stand_in=[stand_in(p) for _, p in grp.iterrows()])
+    return keyed.sort_values(["level", "val_acc", "_stand_in"], ascending=[not most_compressed, False, True],
+                             kind="stable").drop(columns="_stand_in")
+
+
 def chosen(points: pd.DataFrame, base: dict) -> pd.DataFrame:
     """Per (framework, arch, technique): the chosen operating point (rule in CHOSEN_RULE). Validation
     accuracy only: the test set is reported, never used to choose."""
@@ -124,10 +135,12 @@ def chosen(points: pd.DataFrame, base: dict) -> pd.DataFrame:
             within = has_val
         else:
             within = has_val[b["val_acc"] - has_val.val_acc <= CHOSEN_MAX_ACCURACY_DROP + 1e-9]
+        # a tie in accuracy goes to a setting that ran as named over one the framework ran as another
+        # (Keras' "histogram" observer is TFLite's min-max calibration: the same model, the same accuracy)
         if len(within):  # most compressed within budget; equal compression: the more accurate on val
-            pick = within.sort_values(["level", "val_acc"], ascending=[False, False]).iloc[0]
+            pick = _ranked(within, most_compressed=True).iloc[0]
         else:  # nothing within budget: the mildest setting
-            pick = has_val.sort_values(["level", "val_acc"], ascending=[True, False]).iloc[0]
+            pick = _ranked(has_val, most_compressed=False).iloc[0]
         picks.append(pick)
     if not picks:
         return points.iloc[0:0]
@@ -139,7 +152,9 @@ CHOSEN_RULE = (
     "several settings (a sweep), the most compressed setting (highest sparsity or filter ratio, fewest bits) whose "
     f"mean validation accuracy is within {CHOSEN_MAX_ACCURACY_DROP * 100:g} point of the same framework's baseline "
     "on the same architecture; if no setting is, the mildest one (without a baseline: the most compressed). "
-    "Settings that compress equally (observers, calibration sizes) are ranked by validation accuracy. Test "
+    "Settings that compress equally (observers, calibration sizes) are ranked by validation accuracy; on a tie, "
+    "a setting the framework ran as named beats one it ran as another (Keras' histogram observer is TFLite's "
+    "min-max calibration). Test "
     "accuracy is then only reported: the mean over seeds (± sample std, n and the 95% CI half-width when there "
     "are several; one seed has no spread)."
 )

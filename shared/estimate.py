@@ -2,9 +2,9 @@
 
 ``calibrate(backend, preset)`` runs in a suite's own process and times that framework's primitives on
 synthetic CIFAR-shaped data: a training step and an evaluated image (each as a fixed cost per call plus a
-cost per step or image, from two call sizes, plus what building a network, setting its weights, and a new
-model's first evaluation and first training call cost: Keras builds a graph per model), at the preset's width and the KD student's, for every
-architecture; one static int8 conversion and the evaluation of its model; QAT preparation and a QAT step;
+cost per step or image, from two call sizes), building a network, setting its weights, and a new model's first
+evaluation and first training call (Keras builds a graph per model), at the preset's width and the KD
+student's, for every architecture; one static int8 conversion and the evaluation of its model; QAT preparation and a QAT step;
 saving a float and an int8 artifact. About one (PyTorch) and three (Keras) minutes on a 2-core CPU at the quick preset.
 
 ``estimate(preset, framework, cells, calibration)`` then runs the real drivers (``shared.drivers``) over

@@ -104,7 +104,7 @@ def _key(root: Path, splits: dict[str, FolderSplit], size: int, stored: int) -> 
     return h.hexdigest()[:16]
 
 
-def _carve_val(split: FolderSplit, fraction: float) -> tuple[FolderSplit, FolderSplit]:
+def _carve_val(split: FolderSplit, fraction: float, classes: tuple[str, ...]) -> tuple[FolderSplit, FolderSplit]:
     """A fraction of each class, the files whose name hashes lowest: independent of listing order and copy."""
     keep, val = [], []
     for k in sorted(set(split.labels)):
@@ -112,8 +112,9 @@ def _carve_val(split: FolderSplit, fraction: float) -> tuple[FolderSplit, Folder
         members.sort(key=lambda p: hashlib.sha256(p.name.encode()).hexdigest())
         n_val = int(round(fraction * len(members)))
         if n_val < 1 or n_val >= len(members):
-            raise ImageFolderError(f"class {k} has {len(members)} training images: too few to carve a validation "
-                                   f"fraction of {fraction:g} from (add a val split via test/ + val/, or more images)")
+            raise ImageFolderError(f"class {classes[k]!r} has {len(members)} training images: too few to carve a "
+                                   f"validation fraction of {fraction:g} from; add images, or give the tree a test/ "
+                                   f"folder so that val/ serves for validation")
         val += [(p, k) for p in members[:n_val]]
         keep += [(p, k) for p in members[n_val:]]
 
@@ -131,7 +132,7 @@ def load_imagefolder(root: str | os.PathLike, size: int, *, val_fraction: float 
     classes, splits = scan(root)
     if "test" not in splits:  # report on val/, choose on a slice of train/
         splits["test"] = splits["val"]
-        splits["train"], splits["val"] = _carve_val(splits["train"], val_fraction)
+        splits["train"], splits["val"] = _carve_val(splits["train"], val_fraction, classes)
     stored = stored_size(size)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     path = cache / f"imagefolder-{_key(root, splits, size, stored)}.npz"

@@ -49,6 +49,12 @@ def test_resize_and_centre_crop_golden_pixels(tmp_path):
     assert (IF.decode(grey, 16) == 77).all()  # greyscale becomes RGB; a constant survives the resize exactly
 
 
+def test_a_class_too_small_to_carve_a_validation_slice_is_named(tmp_path):
+    root = _tree(tmp_path / "tiny", n_train=2)
+    with pytest.raises(IF.ImageFolderError, match=r"class 'ants' has 2 training images: too few .* test/ folder"):
+        IF.load_imagefolder(root, 16, val_fraction=0.2, cache_dir=tmp_path / "c", log=lambda _: None)
+
+
 def test_a_tree_with_test_keeps_its_splits(tmp_path):
     ds, _ = IF.load_imagefolder(_tree(tmp_path / "t", test=True), 16, cache_dir=tmp_path / "c", log=lambda _: None)
     assert len(ds.train) == 10 and len(ds.val) == 4 and len(ds.test) == 4

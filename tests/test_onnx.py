@@ -124,8 +124,8 @@ def test_an_fp32_export_off_by_more_than_the_tolerance_is_refused(tmp_path):
 def test_ort_int8_quantizer_runs_on_either_frameworks_export(framework, request, tmp_path):
     """ORT's static quantizer (QDQ, S8S8, per-channel) on the trained smoke baseline: int8 weights in the
     graph, the fp32 export's predictions kept (argmax agreement on probe images, whatever the baseline learned),
-    accuracy measured on ORT within 1 point of the fp32 export's where that means something (a smoke baseline
-    above 30%: the 16 smoke steps leave some near chance, depending on the CPU's rounding), and an artifact
+    accuracy measured on ORT within 1 point of the fp32 export's (for Keras only where its smoke baseline is
+    above 30%: its 16 smoke steps can leave it near chance), and an artifact
     the timing pass times on ORT."""
     import onnx
 
@@ -138,7 +138,7 @@ def test_ort_int8_quantizer_runs_on_either_frameworks_export(framework, request,
     cell = Cell(backend.name, "resnet18", "int8_ort", 0, {"observer": "minmax", "calibration_images": 64}, "fp")
     row = REGISTRY["int8_ort"](backend, ctx, cell)
     assert row["runs_on"] == "onnxruntime" and row["activation_bits"] == 8
-    if row["fp32_test_acc"] > 0.3:  # a baseline that learned (PyTorch's on AVX-512; 0.13 on an AVX2-only CPU)
+    if framework == "pytorch" or row["fp32_test_acc"] > 0.3:  # Keras' 16 smoke steps can leave it near chance
         assert abs(row["test_acc"] - row["fp32_test_acc"]) <= 0.01, row
     sidecar = artifacts.save(backend, ctx.measured_model, tmp_path, cell, "smoke", row["widths"])
     entry = sidecar["runtimes"]["onnxruntime"]
@@ -155,5 +155,6 @@ def test_ort_int8_quantizer_runs_on_either_frameworks_export(framework, request,
     a = onnx_runtime.OrtRunner(tmp_path / fp32["file"], 2, fp32["layout"]).logits(x)
     b = onnx_runtime.OrtRunner(artifacts.artifact_dir(tmp_path) / entry["file"], 2, entry["layout"]).logits(x)
     # 0.86 measured for PyTorch's near-chance smoke baseline on an AVX2-only CPU (small logit margins, ORT's
-    # non-VNNI int8 kernels), >= 0.9 on AVX-512; a broken quantization agrees at chance level (~0.1-0.3)
-    assert (a.argmax(1) == b.argmax(1)).mean() >= 0.8
+    # non-VNNI int8 kernels), >= 0.9 on AVX-512 VNNI; a broken quantization agrees at chance level (~0.1-0.3)
+    vnni = {"avx512_vnni", "avx_vnni"} & set(provenance.cpu_info()["cpu_flags"])
+    assert (a.argmax(1) == b.argmax(1)).mean() >= (0.9 if vnni else 0.8)

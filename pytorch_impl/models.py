@@ -22,12 +22,17 @@ class ConvBN(nn.Module):
         self.subsample = c.stride if c.kernel == 1 and c.stride > 1 and c.cin < SUBSAMPLE_BELOW_CIN else 1
         stride = 1 if self.subsample > 1 else c.stride
         self.conv = nn.Conv2d(c.cin, c.cout, c.kernel, stride, c.padding, bias=c.bias)
-        self.bn = nn.BatchNorm2d(c.cout, eps=BN_EPS, momentum=BN_MOMENTUM_TORCH)
+        self.bn = _bn2d(c)
 
     def forward(self, x):
         if self.subsample > 1:
             x = x[:, :, :: self.subsample, :: self.subsample]
-        return self.bn(self.conv(x))
+        x = self.conv(x)
+        return x if self.bn is None else self.bn(x)
+
+
+def _bn2d(c: specs.Conv):
+    return nn.BatchNorm2d(c.cout, eps=BN_EPS, momentum=BN_MOMENTUM_TORCH) if c.bn_name else None
 
 
 class BasicBlock(nn.Module):
@@ -46,34 +51,71 @@ class BasicBlock(nn.Module):
 
 
 class VGG(nn.Module):
+    """A plain stack (``specs.PLAIN_STACKS``): VGG-16 (CIFAR and torchvision's) and the custom CNNs."""
+
     def __init__(self, plan: specs.VGGPlan):
         super().__init__()
         self.features = nn.ModuleList(ConvBN(c) for c in plan.convs)
         self.pool_after = frozenset(plan.pool_after)
-        self.fc1 = nn.Linear(plan.fc1.cin, plan.fc1.cout)
-        self.fc1_bn = nn.BatchNorm1d(plan.fc1.cout, eps=BN_EPS, momentum=BN_MOMENTUM_TORCH)
-        self.fc2 = nn.Linear(plan.fc2.cin, plan.fc2.cout)
+        # None where the rate is 0, so VGG-16's traced graphs (quantization, pruning) have no extra node
+        self.pool_drop = nn.Dropout(plan.pool_dropout) if plan.pool_dropout else None
+        self.fc_drop = nn.Dropout(plan.fc_dropout) if plan.fc_dropout else None
+        self.hidden = [(lin.name, lin.bn_name) for lin in plan.hidden]
+        for lin in plan.hidden:
+            setattr(self, lin.name, nn.Linear(lin.cin, lin.cout))
+            if lin.bn_name:
+                setattr(self, lin.bn_name, nn.BatchNorm1d(lin.cout, eps=BN_EPS, momentum=BN_MOMENTUM_TORCH))
+        self.classifier_name = plan.classifier.name
+        setattr(self, plan.classifier.name, nn.Linear(plan.classifier.cin, plan.classifier.cout))
 
     def forward(self, x):
         for i, layer in enumerate(self.features):
             x = F.relu(layer(x))
             if i in self.pool_after:
                 x = F.max_pool2d(x, 2)
-        x = torch.flatten(x, 1)
-        return self.fc2(F.relu(self.fc1_bn(self.fc1(x))))
+                if self.pool_drop is not None:
+                    x = self.pool_drop(x)
+        x = torch.flatten(x, 1)  # (C, H, W) order: the neutral state's (Linear.spatial)
+        for fc, bn in self.hidden:
+            x = getattr(self, fc)(x)
+            x = F.relu(getattr(self, bn)(x) if bn else x)
+            if self.fc_drop is not None:
+                x = self.fc_drop(x)
+        return getattr(self, self.classifier_name)(x)
+
+
+class Bottleneck(nn.Module):
+    """torchvision's v1.5 bottleneck: the stride on the 3x3 conv2."""
+
+    def __init__(self, blk: specs.Block):
+        super().__init__()
+        for k, c in enumerate(blk.convs, start=1):
+            setattr(self, f"conv{k}", nn.Conv2d(c.cin, c.cout, c.kernel, c.stride, c.padding, bias=False))
+            setattr(self, f"bn{k}", nn.BatchNorm2d(c.cout, eps=BN_EPS, momentum=BN_MOMENTUM_TORCH))
+        self.shortcut = ConvBN(blk.shortcut) if blk.shortcut else nn.Identity()
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return F.relu(out + self.shortcut(x))
 
 
 class ResNet(nn.Module):
     def __init__(self, plan: specs.ResNetPlan):
         super().__init__()
         self.stem = ConvBN(plan.stem)
+        self.stem_pool = plan.stem_pool
         for s in range(1, 5):
-            blocks = [BasicBlock(b) for b in plan.blocks if b.name.startswith(f"layer{s}.")]
+            blocks = [(Bottleneck if b.conv3 else BasicBlock)(b) for b in plan.blocks
+                      if b.name.startswith(f"layer{s}.")]
             setattr(self, f"layer{s}", nn.Sequential(*blocks))
         self.fc = nn.Linear(plan.fc.cin, plan.fc.cout)
 
     def forward(self, x):
         x = F.relu(self.stem(x))
+        if self.stem_pool:
+            x = F.max_pool2d(x, 3, 2, 1)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
@@ -82,7 +124,7 @@ def build(arch: str, num_classes: int = 10, width: float = 1.0, widths=None) -> 
     """Build ``arch`` from the shared spec; ``widths`` (e.g. from a structured prune) overrides ``width``."""
     resolved = specs.resolve_widths(arch, width, widths)
     plan = specs.plan(arch, num_classes, widths=resolved)
-    model = VGG(plan) if arch == "vgg16" else ResNet(plan)
+    model = VGG(plan) if isinstance(plan, specs.VGGPlan) else ResNet(plan)
     model.arch, model.widths, model.plan = arch, resolved, plan
     return model
 

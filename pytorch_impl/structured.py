@@ -60,7 +60,7 @@ def _prune_in_place(model: nn.Module, arch: str, ratios_per_layer) -> dict[str, 
                      for conv in group.convs}
     pruner = tp.pruner.BasePruner(
         model,
-        example_inputs=torch.zeros(1, 3, specs.INPUT_HW, specs.INPUT_HW),  # tracing needs shapes only
+        example_inputs=torch.zeros(1, 3, model.plan.input_hw, model.plan.input_hw),  # tracing needs shapes only
         importance=FilterL1Importance(),
         pruning_ratio=0.0,  # every conv has its own entry below; nothing else is pruned
         pruning_ratio_dict=ratio_of_conv,  # local pruning: each coupled group ranked on its own

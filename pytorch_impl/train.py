@@ -192,7 +192,7 @@ def load_training_state(model, opt, arrays: dict[str, np.ndarray]) -> None:
 @torch.no_grad()
 def recalibrate_bn(model, x_uint8_nhwc: np.ndarray, batch_size: int, device=None) -> None:
     """Re-estimate every BN's running statistics as the cumulative average over fixed batches (momentum
-    None), in training mode without gradients; the rest of the model is untouched."""
+    None), BN in training mode (dropout off) without gradients; the rest of the model is untouched."""
     device = device or next(model.parameters()).device
     bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     saved = [bn.momentum for bn in bns]
@@ -201,6 +201,9 @@ def recalibrate_bn(model, x_uint8_nhwc: np.ndarray, batch_size: int, device=None
         bn.momentum = None
     was_training = model.training
     model.train()
+    for m in model.modules():  # the statistics of the network as it runs at inference: no dropout masks
+        if isinstance(m, torch.nn.Dropout):
+            m.eval()
     mean, std = _norm_constants(device)
     x_all = torch.from_numpy(x_uint8_nhwc).to(device)
     try:

@@ -33,7 +33,7 @@ from . import specs
 from .protocols import stage_of_layer
 
 
-_NEVER_PRUNED = frozenset({"fc1", "fc2", "fc"})  # VGG's hidden FC and the classifiers keep their widths
+_NEVER_PRUNED = frozenset({"fc1", "fc2", "fc3", "fc"})  # VGG's hidden FCs and the classifiers keep their widths
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class CoupledGroup:
 
 def module_of_layer(arch: str, layer: str) -> str:
     """Module path of the conv (or VGG's hidden FC) whose output width ``layer`` sets."""
-    if arch == "vgg16":
+    if arch in specs.PLAIN_STACKS:
         return layer if layer in _NEVER_PRUNED else f"{layer}.conv"
     return "stem.conv" if layer == "stem" else layer
 
@@ -60,19 +60,23 @@ def channel_flow(arch: str) -> dict[str, tuple[str | None, str | None]]:
     share kept channels, so any member names the group.
     """
     p = specs.plan(arch)
-    if arch == "vgg16":
+    if arch in specs.PLAIN_STACKS:
         names = specs.layer_names(arch)
         flow = {c.name: (names[i - 1] if i else None, names[i]) for i, c in enumerate(p.convs)}
-        # five pools bring VGG's maps to 1x1, so flattening keeps channel order: fc1 sees conv13's channels
-        flow["fc1"], flow["fc2"] = (names[-2], "fc1"), ("fc1", None)
+        # fc1 sees the last conv's channels, each as ``spatial`` flattened positions (VGG-16: 1x1)
+        src = names[len(p.convs) - 1]
+        for lin in p.hidden:
+            flow[lin.name], src = (src, lin.name), lin.name
+        flow[p.classifier.name] = (src, None)
         return flow
     flow, stream = {"stem.conv": (None, "stem")}, "stem"
     for blk in p.blocks:
-        conv1, conv2 = blk.conv1.name, blk.conv2.name
-        flow[conv1], flow[conv2] = (stream, conv1), (conv1, conv2)
+        src = stream
+        for c in blk.convs:  # conv1 -> conv2 (-> conv3 in a bottleneck)
+            flow[c.name], src = (src, c.name), c.name
         if blk.shortcut:
-            flow[blk.shortcut.name] = (stream, conv2)
-        stream = conv2
+            flow[blk.shortcut.name] = (stream, blk.last.name)
+        stream = blk.last.name
     flow["fc"] = (stream, None)
     return flow
 
@@ -88,13 +92,14 @@ def coupled_groups(arch: str) -> list[CoupledGroup]:
             n = parent[n]
         return n
 
-    if arch == "resnet18":  # an identity shortcut adds the block's input to conv2: one channel space
-        p, stream = specs.plan(arch), "stem"
+    p = specs.plan(arch)
+    if isinstance(p, specs.ResNetPlan):  # an identity shortcut adds the block's input to its output: one space
+        stream = "stem"
         for blk in p.blocks:
             if blk.shortcut is None:
-                a, b = sorted((root(stream), root(blk.conv2.name)), key=order.get)
+                a, b = sorted((root(stream), root(blk.last.name)), key=order.get)
                 parent[b] = a
-            stream = blk.conv2.name
+            stream = blk.last.name
     members: dict[str, list[str]] = {}
     for n in names:
         members.setdefault(root(n), []).append(n)
@@ -161,9 +166,13 @@ def prune_plan(state: dict, arch: str, widths, ratios_per_layer) -> tuple[tuple[
 def prune_state(state: dict, arch: str, kept: dict[str, list[int]]) -> dict[str, np.ndarray]:
     """The neutral state of the pruned network: every tensor sliced to the kept channels."""
     out = dict(state)
+    spatial = {lin.name: lin.spatial for lin in specs.linears_of(specs.plan(arch))}
     for module, (src, dst) in channel_flow(arch).items():
         rows = kept[dst] if dst else slice(None)
         cols = kept[src] if src else slice(None)
+        if src and spatial.get(module, 1) > 1:  # a channel's block of positions in (C, H, W) flatten order
+            n = spatial[module]
+            cols = [c * n + j for c in kept[src] for j in range(n)]
         out[f"{module}.weight"] = np.asarray(state[f"{module}.weight"])[rows][:, cols]
         for key in (f"{module}.bias", *_bn_keys(arch, module)):
             if key in state:
@@ -172,8 +181,9 @@ def prune_state(state: dict, arch: str, kept: dict[str, list[int]]) -> dict[str,
 
 
 def _bn_keys(arch: str, module: str) -> list[str]:
-    bn = {c.name: c.bn_name for c in specs.convs_of(specs.plan(arch))}.get(module)
-    bn = bn or ("fc1_bn" if module == "fc1" else None)
+    p = specs.plan(arch)
+    bn = {**{c.name: c.bn_name for c in specs.convs_of(p)}, **{l.name: l.bn_name for l in specs.linears_of(p)}}
+    bn = bn.get(module)
     return [f"{bn}.{s}" for s in ("weight", "bias", "running_mean", "running_var")] if bn else []
 
 

@@ -71,6 +71,8 @@ class CompressionProtocol:
     # Per-stage ratios: one per VGG stage (5) / per ResNet-18 residual block (8).
     stage_ratios_vgg16: tuple[float, ...] = (0.1, 0.1, 0.2, 0.3, 0.3)
     stage_ratios_resnet18: tuple[float, ...] = (0.1, 0.1, 0.2, 0.2, 0.2, 0.2, 0.3, 0.3)
+    # The custom CNNs' two pooling stages (cnn, cnn_dropout); the later, wider stage loses more, as in VGG.
+    stage_ratios_cnn: tuple[float, ...] = (0.1, 0.3)
     iterative_rounds: int = 3
     iterative_ratio_per_round: float = 0.2  # of the remaining filters, per round, each round fine-tuned
     # Sensitivity (Li et al. Fig. 2): each conv alone, no fine-tuning, validation accuracy.
@@ -128,7 +130,9 @@ def zhu_gupta_sparsity(step: int, total_steps: int, final: float, protocol: Comp
 
 
 def stage_ratios(arch: str, protocol: CompressionProtocol) -> tuple[float, ...]:
-    return protocol.stage_ratios_vgg16 if arch == "vgg16" else protocol.stage_ratios_resnet18
+    by_arch = {"vgg16": protocol.stage_ratios_vgg16, "resnet18": protocol.stage_ratios_resnet18,
+               "cnn": protocol.stage_ratios_cnn, "cnn_dropout": protocol.stage_ratios_cnn}
+    return by_arch[arch]
 
 
 def stage_of_layer(arch: str, layer_index: int) -> int:
@@ -136,8 +140,10 @@ def stage_of_layer(arch: str, layer_index: int) -> int:
 
     VGG's hidden FC and ResNet's stem belong to no stage (-1): the per-stage lists do not prune them.
     """
-    from .specs import VGG16_CONV_WIDTHS, VGG16_POOL_AFTER
+    from .specs import PLAIN_STACKS
 
-    if arch == "vgg16":
-        return -1 if layer_index >= len(VGG16_CONV_WIDTHS) else sum(layer_index > p for p in VGG16_POOL_AFTER)
-    return -1 if layer_index == 0 else (layer_index - 1) // 2
+    if arch in PLAIN_STACKS:
+        stack = PLAIN_STACKS[arch]
+        return -1 if layer_index >= len(stack.conv_widths) else sum(layer_index > p for p in stack.pool_after)
+    per_block = 3 if arch == "resnet50" else 2  # bottleneck / basic block convs
+    return -1 if layer_index == 0 else (layer_index - 1) // per_block

@@ -49,7 +49,7 @@ def sensitivity_layers(arch: str) -> tuple[tuple[str, str], ...]:
     channels are tied to the residual sum, so Li et al. prune only the first layer of each block.
     """
     plan = specs.plan(arch)
-    if arch == "vgg16":
+    if arch in specs.PLAIN_STACKS:
         return tuple((c.name, c.bn_name) for c in plan.convs)
     return tuple((blk.conv1.name, blk.conv1.bn_name) for blk in plan.blocks)
 

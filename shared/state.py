@@ -22,13 +22,36 @@ def expected_shapes(plan) -> dict[str, tuple[int, ...]]:
         shapes[f"{c.name}.weight"] = (c.cout, c.cin, c.kernel, c.kernel)
         if c.bias:
             shapes[f"{c.name}.bias"] = (c.cout,)
-        shapes.update({f"{c.bn_name}.{s}": (c.cout,) for s in BN_SUFFIXES})
+        if c.bn_name:
+            shapes.update({f"{c.bn_name}.{s}": (c.cout,) for s in BN_SUFFIXES})
     for lin in specs.linears_of(plan):
         shapes[f"{lin.name}.weight"] = (lin.cout, lin.cin)
         shapes[f"{lin.name}.bias"] = (lin.cout,)
         if lin.bn_name:
             shapes.update({f"{lin.bn_name}.{s}": (lin.cout,) for s in BN_SUFFIXES})
     return shapes
+
+
+def _flatten_geometry(lin) -> tuple[int, int]:
+    hw = int(round(lin.spatial ** 0.5))
+    c = lin.cin // lin.spatial
+    if hw * hw != lin.spatial or c * lin.spatial != lin.cin:
+        raise ValueError(f"{lin.name}: spatial {lin.spatial} is not a square map dividing {lin.cin} inputs")
+    return hw, c
+
+
+def flatten_dense_to_neutral(kernel, lin) -> np.ndarray:
+    """An NHWC framework's Dense kernel (H*W*C, out) over a flattened map -> neutral (out, C*H*W)."""
+    hw, c = _flatten_geometry(lin)
+    w = np.asarray(kernel).reshape(hw, hw, c, lin.cout).transpose(3, 2, 0, 1).reshape(lin.cout, lin.cin)
+    return np.ascontiguousarray(w)
+
+
+def flatten_dense_to_nhwc(weight, lin) -> np.ndarray:
+    """Neutral (out, C*H*W) -> an NHWC framework's Dense kernel (H*W*C, out); inverse of the above."""
+    hw, c = _flatten_geometry(lin)
+    k = np.asarray(weight).reshape(lin.cout, c, hw, hw).transpose(2, 3, 1, 0).reshape(lin.cin, lin.cout)
+    return np.ascontiguousarray(k)
 
 
 def validate(state: dict, plan) -> None:

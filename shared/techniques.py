@@ -5,7 +5,7 @@ the cell id, so a sweep resumes point by point. Baseline first: every other tech
 """
 from __future__ import annotations
 
-from .protocols import LI_PRUNED_A_RATIOS, CompressionProtocol
+from .protocols import LI_PRUNED_A_RATIOS, CompressionProtocol, stage_ratios
 
 # Controlled mode: a suite starts from this framework's trained baseline (imported through the neutral
 # state) instead of training its own, so its compression toolchain works on identical fp32 weights and
@@ -43,7 +43,7 @@ def operating_points(technique: str, arch: str, protocol: CompressionProtocol) -
         "prune_layerwise": [{"sparsity": s} for s in p.sparsities],
         "prune_random": [{"sparsity": s} for s in p.sparsities],
         "filter_uniform": [{"ratio": r} for r in p.uniform_ratios],
-        "filter_stagewise": [{"stage_ratios": list(p.stage_ratios_vgg16 if arch == "vgg16" else p.stage_ratios_resnet18)}],
+        "filter_stagewise": [{"stage_ratios": list(stage_ratios(arch, p))}],
         "filter_li_a": [{"layer_ratios": list(LI_PRUNED_A_RATIOS)}] if arch == "vgg16" else [],
         "filter_iterative": [{"rounds": p.iterative_rounds, "ratio_per_round": p.iterative_ratio_per_round}],
         "int8_static": [{"observer": o, "calibration_images": n} for o in p.observers for n in p.calibration_sizes],

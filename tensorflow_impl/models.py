@@ -3,7 +3,8 @@
 Mirrors ``pytorch_impl.models``: the Conv2D / Dense / BatchNormalization layers carry exactly the canonical
 names of ``shared.specs`` (tf_keras accepts dots in layer names, so no mapping is needed); helper layers
 without weights (padding, ReLU, pooling, add) get derived names with a ``_`` suffix, which never collide with
-a canonical name. Models take NHWC float32 input (32, 32, 3) and output logits (no softmax).
+a canonical name. Models take NHWC float32 input (32, 32, 3; ImageNet architectures 224, 224, 3) and output
+logits (no softmax).
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def _conv_bn(x, c: specs.Conv, weight_decay: float):
         kernel_regularizer=_regularizer(weight_decay),
         name=c.name,
     )(x)
-    return _bn(x, c.bn_name)
+    return _bn(x, c.bn_name) if c.bn_name else x
 
 
 def _bn(x, name: str):
@@ -61,11 +62,18 @@ def _vgg(inputs, plan: specs.VGGPlan, weight_decay: float):
         x = layers.ReLU(name=f"{c.name}_relu")(x)
         if i in plan.pool_after:
             x = layers.MaxPool2D(2, name=f"features.{i}_pool")(x)
-    x = layers.Flatten(name="flatten")(x)  # NHWC 1x1xC: same feature order as torch.flatten on NCHW 1x1
-    x = _dense(x, plan.fc1, weight_decay)
-    x = _bn(x, plan.fc1.bn_name)
-    x = layers.ReLU(name=f"{plan.fc1.name}_relu")(x)
-    return _dense(x, plan.fc2, weight_decay)
+            if plan.pool_dropout:
+                x = layers.Dropout(plan.pool_dropout, name=f"features.{i}_drop")(x)
+    # (H, W, C) order; tensorflow_impl.weights permutes fc1's kernel to the neutral (C, H, W) order
+    x = layers.Flatten(name="flatten")(x)
+    for lin in plan.hidden:
+        x = _dense(x, lin, weight_decay)
+        if lin.bn_name:
+            x = _bn(x, lin.bn_name)
+        x = layers.ReLU(name=f"{lin.name}_relu")(x)
+        if plan.fc_dropout:
+            x = layers.Dropout(plan.fc_dropout, name=f"{lin.name}_drop")(x)
+    return _dense(x, plan.classifier, weight_decay)
 
 
 def _basic_block(x, blk: specs.Block, weight_decay: float):
@@ -77,11 +85,26 @@ def _basic_block(x, blk: specs.Block, weight_decay: float):
     return layers.ReLU(name=f"{blk.name}_relu")(out)
 
 
+def _bottleneck(x, blk: specs.Block, weight_decay: float):
+    out = x
+    for c in blk.convs:
+        out = _conv_bn(out, c, weight_decay)
+        if c is not blk.conv3:
+            out = layers.ReLU(name=f"{c.name}_relu")(out)
+    shortcut = _conv_bn(x, blk.shortcut, weight_decay) if blk.shortcut else x
+    out = layers.Add(name=f"{blk.name}_add")([out, shortcut])
+    return layers.ReLU(name=f"{blk.name}_relu")(out)
+
+
 def _resnet(inputs, plan: specs.ResNetPlan, weight_decay: float):
     x = _conv_bn(inputs, plan.stem, weight_decay)
     x = layers.ReLU(name=f"{plan.stem.name}_relu")(x)
+    if plan.stem_pool:
+        # PyTorch pads its max-pool with -inf; after a ReLU every value is >= 0, so zeros pick the same maxima
+        x = layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
+        x = layers.MaxPool2D(3, 2, name="stem_pool")(x)
     for blk in plan.blocks:
-        x = _basic_block(x, blk, weight_decay)
+        x = (_bottleneck if blk.conv3 else _basic_block)(x, blk, weight_decay)
     x = layers.GlobalAveragePooling2D(name="avgpool")(x)
     return _dense(x, plan.fc, weight_decay)
 
@@ -96,8 +119,8 @@ def build(arch: str, num_classes: int = 10, width: float = 1.0, widths=None, wei
     plan = specs.plan(arch, num_classes, widths=resolved)
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-    inputs = keras.Input((specs.INPUT_HW, specs.INPUT_HW, specs.INPUT_CHANNELS), dtype="float32", name="input")
-    logits = (_vgg if arch == "vgg16" else _resnet)(inputs, plan, weight_decay)
+    inputs = keras.Input((plan.input_hw, plan.input_hw, specs.INPUT_CHANNELS), dtype="float32", name="input")
+    logits = (_vgg if isinstance(plan, specs.VGGPlan) else _resnet)(inputs, plan, weight_decay)
     model = keras.Model(inputs, logits, name=arch)
     model.arch, model.widths, model.plan = arch, resolved, plan
     return model

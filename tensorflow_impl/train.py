@@ -212,11 +212,27 @@ def train(model, dataset: shared_data.Dataset, recipe: Recipe, seed: int, label:
 
 def recalibrate_bn(model, x_uint8_nhwc: np.ndarray, batch_size: int) -> None:
     """Every BN's moving statistics set to the plain average of its per-batch mean and unbiased variance
-    over fixed batches (PyTorch's momentum=None rule), the batches run in training mode as in PyTorch."""
+    over fixed batches (PyTorch's momentum=None rule), the batches run in training mode (dropout off) as in
+    PyTorch."""
     bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     probe = keras.Model(model.inputs, [bn.input for bn in bns])
-    sums = [None] * len(bns)
-    batches = 0
+    # dropout off (as in PyTorch's rule): training=True reaches every layer, so the rates are zeroed for the
+    # probe's eager calls and restored after
+    drops = [(layer, layer.rate) for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+    try:
+        for layer, _ in drops:
+            layer.rate = 0.0
+        batches, sums = _batch_moments(probe, x_uint8_nhwc, batch_size, len(bns))
+    finally:
+        for layer, rate in drops:
+            layer.rate = rate
+    for bn, (mean_sum, var_sum) in zip(bns, sums):
+        bn.moving_mean.assign(mean_sum / batches)
+        bn.moving_variance.assign(var_sum / batches)
+
+
+def _batch_moments(probe, x_uint8_nhwc, batch_size: int, n_outputs: int):
+    sums, batches = [None] * n_outputs, 0
     for i in range(0, len(x_uint8_nhwc), batch_size):
         outs = probe(normalise(x_uint8_nhwc[i : i + batch_size]), training=True)
         for j, x in enumerate(outs if isinstance(outs, (list, tuple)) else [outs]):
@@ -226,6 +242,4 @@ def recalibrate_bn(model, x_uint8_nhwc: np.ndarray, batch_size: int) -> None:
             stats = (mean.numpy(), var.numpy() * count / max(count - 1, 1))
             sums[j] = stats if sums[j] is None else (sums[j][0] + stats[0], sums[j][1] + stats[1])
         batches += 1
-    for bn, (mean_sum, var_sum) in zip(bns, sums):
-        bn.moving_mean.assign(mean_sum / batches)
-        bn.moving_variance.assign(var_sum / batches)
+    return batches, sums

@@ -4,6 +4,7 @@ Layer names already are the canonical names; only layouts and BN variable names 
   conv kernel   Keras HWIO     <-> neutral OIHW        (conventions.NEUTRAL_CONV_LAYOUT)
   dense kernel  Keras (in, out) <-> neutral (out, in)  (conventions.NEUTRAL_LINEAR_LAYOUT)
   BN            gamma, beta, moving_mean, moving_variance <-> weight, bias, running_mean, running_var
+  flatten FC    Keras rows in (H, W, C) order <-> neutral columns in (C, H, W) order (``Linear.spatial``)
 """
 from __future__ import annotations
 
@@ -37,13 +38,22 @@ def _pairs(model):
         yield f"{c.name}.weight", layer.kernel, lambda a: a.transpose(_HWIO_TO_OIHW), lambda a: a.transpose(_OIHW_TO_HWIO)
         if c.bias:
             yield f"{c.name}.bias", layer.bias, ident, ident
-        yield from bn(c.bn_name)
+        if c.bn_name:
+            yield from bn(c.bn_name)
     for lin in specs.linears_of(plan):
         layer = model.get_layer(lin.name)
-        yield f"{lin.name}.weight", layer.kernel, np.transpose, np.transpose
+        if lin.spatial > 1:
+            yield f"{lin.name}.weight", layer.kernel, *_flatten_dense_transforms(lin)
+        else:
+            yield f"{lin.name}.weight", layer.kernel, np.transpose, np.transpose
         yield f"{lin.name}.bias", layer.bias, ident, ident
         if lin.bn_name:
             yield from bn(lin.bn_name)
+
+
+def _flatten_dense_transforms(lin):
+    """(keras -> neutral, neutral -> keras) for a Dense that reads a flattened HxWxC map."""
+    return (lambda k: neutral.flatten_dense_to_neutral(k, lin)), (lambda w: neutral.flatten_dense_to_nhwc(w, lin))
 
 
 def export_state(model) -> dict[str, np.ndarray]:

@@ -109,7 +109,7 @@ def test_building_a_network_and_setting_its_weights_are_priced_per_model():
 def test_every_quick_cell_dry_runs_through_the_real_drivers(framework):
     cells = plan_cells(framework, QUICK)
     cost = estimate(QUICK, stated(framework, QUICK), cells, lambda c: True)
-    assert len(cost) == len(cells) == 95 and all(s > 0 for s in cost.values())
+    assert len(cost) == len(cells) == 189 and all(s > 0 for s in cost.values())
     by = {c.technique: cost[c.id] for c in cells}
     # the protocol's shape: a baseline trains 4 epochs, a KD student as long plus the teacher's forward
     # passes, a one-shot prune fine-tunes 2 epochs over 10k images, a conversion trains nothing

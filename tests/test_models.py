@@ -22,6 +22,9 @@ FULL = {
     # arch: (params, MACs) at width 1, 32x32 input, 10 classes
     "vgg16": (14_991_946, 313_463_808),
     "resnet18": (11_173_962, 555_422_720),
+    # the custom CNNs: every conv and the hidden FC count their BN; the FC flattens an 8x8 map
+    "cnn": (2_123_402, 7_705_600),
+    "cnn_dropout": (2_169_770, 26_579_968),
 }
 # Li et al. 2017, VGG-16-pruned-A: conv1 and conv8-conv13 at 50%, the FC layer untouched.
 VGG16_PRUNED_A = (32, 64, 128, 128, 256, 256, 256, 256, 256, 256, 256, 256, 256, 512)
@@ -134,8 +137,8 @@ def test_bad_widths_raise(build):
         build("vgg16", widths=(0,) + VGG16_PRUNED_A[1:])
     with pytest.raises(ValueError, match=r"width must be > 0"):
         build("vgg16", width=0)
-    with pytest.raises(ValueError, match=r"unknown architecture 'resnet50'"):
-        build("resnet50")
+    with pytest.raises(ValueError, match=r"unknown architecture 'resnet34': choose one of vgg16, resnet18, cnn, "):
+        build("resnet34")
     # Breaking the residual coupling: layer1.0.conv2 (identity shortcut) narrower than the stem.
     bad = list(specs.default_widths("resnet18"))
     bad[2] = 32

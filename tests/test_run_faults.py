@@ -179,8 +179,8 @@ def test_a_suite_past_its_memory_bound_restarts_itself_between_cells_and_finishe
     the summary counts the cells of every process of the run."""
     out = tmp_path / "run"
     res = subprocess.run([sys.executable, "-m", "pytorch_impl", "run", "--preset", "smoke", "--out", str(out),
-                          "--technique", "baseline"], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "CNN_STUDY_RESTART_ABOVE_MIB": "1"})
+                          "--technique", "baseline", "--arch", "vgg16", "--arch", "resnet18"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "CNN_STUDY_RESTART_ABOVE_MIB": "1"})
     assert res.returncode == 0, res.stderr[-3000:]
     restarts = [line for line in res.stdout.splitlines() if "restarting the process" in line]
     assert len(restarts) == 1 and "above its 1 MiB bound" in restarts[0]  # after vgg16; none after the last

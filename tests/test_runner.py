@@ -14,6 +14,8 @@ import pytest
 
 import numpy as np
 
+from dataclasses import replace
+
 from shared import drivers, results, state as neutral
 from shared.presets import get_preset
 from shared.runner import Cell, plan_cells, run_suite
@@ -30,6 +32,10 @@ class FakeBackend:
 
 
 FAKE = FakeBackend()
+
+
+# the runner's behaviour on two architectures (the smoke preset runs four; architecture counts are not the point)
+SMOKE = replace(get_preset("smoke"), archs=("vgg16", "resnet18"))
 
 
 @pytest.fixture
@@ -60,7 +66,7 @@ ONLY_BASELINE = {"techniques": ("baseline",)}
 
 
 def test_interrupted_run_resumes_without_redoing_or_duplicating(tmp_path, use_drivers):
-    preset = get_preset("smoke")
+    preset = SMOKE
     calls = []
     use_drivers(fake_driver(calls, crash_on="resnet18"))
     with pytest.raises(KeyboardInterrupt):
@@ -83,12 +89,12 @@ def test_failed_cell_is_recorded_and_retried(tmp_path, use_drivers):
         raise ValueError("boom")
 
     use_drivers(broken)
-    rows = run_suite(FAKE, get_preset("smoke"), tmp_path, archs=("vgg16",), **ONLY_BASELINE)
+    rows = run_suite(FAKE, SMOKE, tmp_path, archs=("vgg16",), **ONLY_BASELINE)
     assert len(rows) == 1 and rows[0]["status"] == "failed" and "ValueError: boom" in rows[0]["error"]
     assert results.read_rows(tmp_path)[0]["status"] == "failed"
     calls = []
     use_drivers(fake_driver(calls))
-    rows = run_suite(FAKE, get_preset("smoke"), tmp_path, archs=("vgg16",), **ONLY_BASELINE)
+    rows = run_suite(FAKE, SMOKE, tmp_path, archs=("vgg16",), **ONLY_BASELINE)
     assert calls == ["vgg16"] and len(rows) == 1 and rows[0]["status"] == "ok" and rows[0]["error"] is None
 
 
@@ -97,13 +103,13 @@ def test_a_driver_that_is_not_implemented_is_marked_missing_not_failed(tmp_path,
         raise NotImplementedError("not yet")
 
     use_drivers(missing)
-    (row,) = run_suite(FAKE, get_preset("smoke"), tmp_path, archs=("vgg16",), **ONLY_BASELINE)
+    (row,) = run_suite(FAKE, SMOKE, tmp_path, archs=("vgg16",), **ONLY_BASELINE)
     assert (row["status"], row["error"]) == ("not_implemented", "not yet")
 
 
 def test_rows_carry_typed_config_and_environment(tmp_path, use_drivers):
     use_drivers(fake_driver([]))
-    rows = run_suite(FAKE, get_preset("smoke"), tmp_path, archs=("vgg16",),
+    rows = run_suite(FAKE, SMOKE, tmp_path, archs=("vgg16",),
                      environment=lambda: {"git_commit": "abc"}, command="python -m fake run", **ONLY_BASELINE)
     on_disk = json.loads(results.row_path(tmp_path, rows[0]["cell_id"]).read_text())
     assert on_disk["config"]["__type__"] == "Preset" and on_disk["config"]["name"] == "smoke"
@@ -121,7 +127,7 @@ def test_cells_run_in_the_shared_order_with_the_registry_of_every_key(tmp_path, 
         return {}
 
     use_drivers(record)
-    preset = get_preset("smoke")
+    preset = SMOKE
     rows = run_suite(FAKE, preset, tmp_path, archs=("resnet18",))
     planned = plan_cells("fake", preset, archs=("resnet18",))
     assert seen == [(c.arch, c.technique, c.settings) for c in planned]
@@ -147,7 +153,8 @@ def test_temp_files_of_a_killed_writer_are_ignored(tmp_path):
 def test_killed_pytorch_run_resumes(tmp_path):
     """SIGKILL a real smoke run after its first row; the rerun finishes the rest and keeps that row."""
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "pytorch_impl", "run", "--preset", "smoke", "--out", str(out), "--technique", "baseline"]
+    cmd = [sys.executable, "-m", "pytorch_impl", "run", "--preset", "smoke", "--out", str(out), "--technique", "baseline",
+           "--arch", "vgg16", "--arch", "resnet18"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not list((out / "rows").glob("*.json")):
@@ -173,8 +180,8 @@ def test_fingerprint_tracks_what_changes_a_result_and_ignores_which_cells_run():
 
     from shared.presets import fingerprint
 
-    smoke = get_preset("smoke")
-    assert fingerprint(smoke) == fingerprint(get_preset("smoke")) and len(fingerprint(smoke)) == 8
+    smoke = SMOKE
+    assert fingerprint(smoke) == fingerprint(SMOKE) and len(fingerprint(smoke)) == 8
     assert fingerprint(replace(smoke, seeds=(0, 1, 2))) == fingerprint(smoke)  # more seeds: same cells reused
     assert fingerprint(replace(smoke, archs=("vgg16",))) == fingerprint(smoke)
     changed = [replace(smoke, width=0.125), replace(smoke, recipe=replace(smoke.recipe, lr=0.01)),
@@ -188,14 +195,14 @@ def test_quick_over_a_smoke_directory_reuses_nothing(tmp_path, use_drivers):
     """The stale-cache bug: a quick run on a directory of smoke rows skipped the quick baseline as done."""
     from shared.runner import RunContext
 
-    smoke, quick = get_preset("smoke"), get_preset("quick")
+    smoke, quick = SMOKE, get_preset("quick")
     use_drivers(fake_driver([]))
     run_suite(FAKE, smoke, tmp_path, **ONLY_BASELINE)
     calls = []
     use_drivers(fake_driver(calls))
     rows = run_suite(FAKE, quick, tmp_path, **ONLY_BASELINE)
     assert calls == list(quick.archs) and all(r["status"] == "ok" for r in rows)  # nothing skipped
-    assert len(results.read_rows(tmp_path)) == 2 * len(smoke.archs)
+    assert len(results.read_rows(tmp_path)) == len(smoke.archs) + len(quick.archs)
     smoke_ids = {c.id for c in plan_cells("pytorch", smoke)}
     assert not smoke_ids & {c.id for c in plan_cells("pytorch", quick)}
     a, b = (RunContext(preset=p, out_dir=tmp_path).checkpoint_path("pytorch", "vgg16", 0) for p in (smoke, quick))
@@ -205,8 +212,8 @@ def test_quick_over_a_smoke_directory_reuses_nothing(tmp_path, use_drivers):
 def test_cell_ids_carry_the_fingerprint():
     from shared.presets import fingerprint
 
-    (cell,) = [c for c in plan_cells("pytorch", get_preset("smoke"), techniques=("baseline",)) if c.arch == "vgg16"]
-    assert cell.fingerprint == fingerprint(get_preset("smoke"))
+    (cell,) = [c for c in plan_cells("pytorch", SMOKE, techniques=("baseline",)) if c.arch == "vgg16"]
+    assert cell.fingerprint == fingerprint(SMOKE)
     assert cell.id.endswith(f"__{cell.fingerprint}__s0")
     with pytest.raises(ValueError, match="fingerprint"):
         results.cell_id("pytorch", "vgg16", "baseline", {}, 0, "")
@@ -214,7 +221,7 @@ def test_cell_ids_carry_the_fingerprint():
 
 def test_duplicate_rows_of_one_cell_are_found(tmp_path, use_drivers):
     use_drivers(fake_driver([]))
-    run_suite(FAKE, get_preset("smoke"), tmp_path / "a", **ONLY_BASELINE)
+    run_suite(FAKE, SMOKE, tmp_path / "a", **ONLY_BASELINE)
     import shutil
 
     shutil.copytree(tmp_path / "a", tmp_path / "b")
@@ -229,7 +236,7 @@ def test_duplicate_rows_of_one_cell_are_found(tmp_path, use_drivers):
 def test_a_corrupt_row_is_moved_aside_and_its_cell_rerun(tmp_path, use_drivers, content):
     from shared.report import write_report
 
-    preset = get_preset("smoke")
+    preset = SMOKE
     calls = []
     use_drivers(fake_driver(calls))
     run_suite(FAKE, preset, tmp_path, **ONLY_BASELINE)
@@ -247,7 +254,7 @@ def test_a_corrupt_row_is_moved_aside_and_its_cell_rerun(tmp_path, use_drivers, 
 def test_an_unreadable_checkpoint_is_moved_aside_and_its_baseline_retrained(tmp_path, use_drivers):
     from shared.runner import RunContext
 
-    preset = get_preset("smoke")
+    preset = SMOKE
     calls, logs = [], []
     use_drivers(fake_driver(calls))
     run_suite(FAKE, preset, tmp_path, **ONLY_BASELINE)
@@ -264,11 +271,11 @@ def test_cell_lines_show_the_counter_the_settings_and_an_eta(tmp_path, use_drive
 
     lines = []
     use_drivers(fake_driver([]))
-    run_suite(FAKE, get_preset("smoke"), tmp_path, archs=("vgg16",), techniques=("baseline", "int8_static"),
+    run_suite(FAKE, SMOKE, tmp_path, archs=("vgg16",), techniques=("baseline", "int8_static"),
               log=lines.append)
     assert lines[0] == "[fake] [1/5] vgg16/baseline s0: run"
     assert lines[1].startswith("[fake] [2/5] vgg16/int8_static (calibration_images=32, observer=minmax) s0: run (ETA ")
-    run_suite(FAKE, get_preset("smoke"), tmp_path, archs=("vgg16",), techniques=("baseline",), log=lines.append)
+    run_suite(FAKE, SMOKE, tmp_path, archs=("vgg16",), techniques=("baseline",), log=lines.append)
     assert lines[-1] == "[fake] [1/1] vgg16/baseline s0: skip, already done"
     assert cell_label(Cell("keras", "resnet18", "fixed_point", 1, {"bits": 4})) == "resnet18/fixed_point (bits=4) s1"
 
@@ -277,7 +284,7 @@ def test_a_process_past_its_memory_bound_stops_between_cells_and_only_while_work
         tmp_path, use_drivers, monkeypatch):
     from shared import runner
 
-    preset = get_preset("smoke")
+    preset = SMOKE
     calls = []
     use_drivers(fake_driver(calls))
     monkeypatch.setattr(runner, "process_rss_mib", lambda: 5000.0)

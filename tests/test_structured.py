@@ -18,7 +18,7 @@ from pytorch_impl import weights as tw
 from pytorch_impl.weights import export_state
 from shared import filter_rule, specs
 from shared.drivers import REGISTRY, common
-from shared.protocols import LI_PRUNED_A_RATIOS, CompressionProtocol, budget_figures, split_steps
+from shared.protocols import LI_PRUNED_A_RATIOS, CompressionProtocol, budget_figures, split_steps, stage_ratios
 from shared.runner import Cell
 from shared.techniques import operating_points
 from tensorflow_impl import models as km
@@ -103,8 +103,7 @@ def test_rebuilt_model_matches_pruned_model_and_numpy_slice(arch):
 def test_torch_pruning_keeps_the_filter_rule_channels(arch):
     model = random_model(arch, 0.125, seed=3)
     state = export_state(model)
-    protocol = CompressionProtocol()
-    stage = protocol.stage_ratios_vgg16 if arch == "vgg16" else protocol.stage_ratios_resnet18
+    stage = stage_ratios(arch, CompressionProtocol())
     for ratios in (filter_rule.uniform_layer_ratios(arch, 0.4), filter_rule.stage_layer_ratios(arch, stage)):
         rebuilt, kept = pt_structured.prune_filters(copy.deepcopy(model), ratios)
         rule_widths, rule_kept = filter_rule.prune_plan(state, arch, model.widths, ratios)
@@ -224,7 +223,7 @@ def test_keras_prune_matches_torch_pruning(arch):
     torch.set_num_threads(2)
     torch_model = random_torch(arch, WIDTH, seed=3)
     keras_model = keras_copy(torch_model)
-    stage = CompressionProtocol().stage_ratios_vgg16 if arch == "vgg16" else CompressionProtocol().stage_ratios_resnet18
+    stage = stage_ratios(arch, CompressionProtocol())
     x = np.random.default_rng(1).standard_normal((4, 32, 32, 3)).astype(np.float32)
     for ratios in (filter_rule.uniform_layer_ratios(arch, 0.4), filter_rule.stage_layer_ratios(arch, stage)):
         torch_pruned, torch_kept = pt_structured.prune_filters(copy.deepcopy(torch_model), ratios)

@@ -13,7 +13,7 @@ from . import stats
 
 FRAMEWORKS = ("pytorch", "keras")
 FRAMEWORK_NAMES = {"pytorch": "PyTorch", "keras": "Keras"}
-ARCH_NAMES = {"vgg16": "VGG-16", "resnet18": "ResNet-18"}
+ARCH_NAMES = {"vgg16": "VGG-16", "resnet18": "ResNet-18", "cnn": "CNN", "cnn_dropout": "CNN + dropout"}
 POINT_KEYS = ["framework", "arch", "technique", "settings_key", "controlled"]
 PRUNE_UNSTRUCTURED = ("prune_global", "prune_gradual", "prune_gradual_layerwise", "prune_layerwise", "prune_random")
 

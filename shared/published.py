@@ -1,8 +1,8 @@
 """Published ImageNet weights into the neutral state: torchvision state_dicts and keras.applications' VGG16.
 
-Framework-free: the file readers hand over ``{name: numpy array}`` (torchvision: ``torch.load(...,
-weights_only=True)`` in ``pytorch_impl.published``; Keras: the HDF5 file read here with h5py, never
-unpickled), and this module renames and re-lays them out for the spec of ``shared.specs``.
+Framework-free: the file readers hand over ``{name: numpy array}`` (torchvision files: the safe, tensors-only
+loader in ``pytorch_impl.published``; Keras: the HDF5 file read here with h5py, never unpickled), and this
+module renames and re-lays them out for the spec of ``shared.specs``.
 
 Layout compatibility, checked against each library's own model:
   torchvision resnet50 (v1.5)   -> resnet50          exact (names only)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from shared import onnx_runtime
+from shared import onnx_runtime, specs
 from shared.artifacts import write_atomic
 from shared.backend import Quantized
 from . import models, onnx_export, quantization as Q
@@ -46,7 +46,9 @@ def load(sidecar: dict, artifacts_dir: Path) -> torch.nn.Module:
     """The eval-mode module of a sidecar's ``pytorch-eager`` artifact."""
     entry = sidecar["runtimes"][RUNTIME]
     state = torch.load(Path(artifacts_dir) / entry["file"], weights_only=True, map_location="cpu")
-    fresh = models.build(sidecar["arch"], widths=sidecar["widths"]).eval()
+    head = sidecar.get("head")  # sidecars before transfer learning carry neither: 10 classes, no head
+    fresh = models.build(sidecar["arch"], num_classes=sidecar.get("num_classes", 10), widths=sidecar["widths"],
+                         head=specs.Head(**head) if head else None).eval()
     form = entry["form"]
     if form == "int8_static":
         # the calibration of this throw-away conversion is overwritten: scales, zero points and int8 weights

@@ -11,6 +11,7 @@ from shared import onnx_runtime
 from shared.backend import Quantized
 from . import artifacts, distill, models, quantization as Q, sparsity, structured, train as T
 from .measure import measure
+from .published import read_torchvision_file
 from .weights import export_state, import_state
 
 
@@ -18,12 +19,14 @@ class TorchBackend:
     name = "pytorch"
 
     # networks and weights
-    def build(self, arch, *, width=None, widths=None, seed=None):
+    def build(self, arch, *, width=None, widths=None, seed=None, num_classes=10, head=None):
         if seed is not None:
             torch.manual_seed(seed)  # the initial weights are part of the seed, not of the RNG's history
-        return models.build(arch, width=1.0 if width is None else width, widths=widths)
+        return models.build(arch, num_classes, width=1.0 if width is None else width, widths=widths, head=head)
 
     export_state = staticmethod(export_state)
+    # ``--pretrained`` torchvision files (``shared.published.read_pretrained``): the tensors-only loader
+    read_torch_file = staticmethod(read_torchvision_file)
     import_state = staticmethod(import_state)
 
     def end_cell(self) -> None:
@@ -35,15 +38,16 @@ class TorchBackend:
 
     # training and evaluation
     def train(self, model, dataset, recipe, seed, *, label, steps=None, on_step=None, teacher=None,
-              temperature=None, alpha=None, device=None, checkpoints=None):
+              temperature=None, alpha=None, device=None, checkpoints=None, frozen_backbone=False):
         # a QAT model trains on the CPU, where its int8 form runs: convert_fx packs weights for the CPU engine
         device = device or (Q.CPU if getattr(model, "qat_on_cpu", False) else T.pick_device())
         loss_fn = None
         if teacher is not None:
             loss_fn = distill.distillation_loss(distill.frozen(teacher, device), temperature, alpha,
                                                 recipe.label_smoothing)
-        return T.train(model, dataset, recipe, seed, label=label, device=device, loss_fn=loss_fn,
-                       on_step=on_step, steps=steps, checkpoints=checkpoints)
+        with T.backbone_frozen(model, frozen_backbone):
+            return T.train(model, dataset, recipe, seed, label=label, device=device, loss_fn=loss_fn,
+                           on_step=on_step, steps=steps, checkpoints=checkpoints)
 
     evaluate = staticmethod(T.evaluate)
     recalibrate_bn = staticmethod(T.recalibrate_bn)

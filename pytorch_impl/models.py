@@ -110,6 +110,8 @@ class ResNet(nn.Module):
             blocks = [(Bottleneck if b.conv3 else BasicBlock)(b) for b in plan.blocks
                       if b.name.startswith(f"layer{s}.")]
             setattr(self, f"layer{s}", nn.Sequential(*blocks))
+        self.head_fc = nn.Linear(plan.head_fc.cin, plan.head_fc.cout) if plan.head_fc else None
+        self.head_drop = nn.Dropout(plan.head_dropout) if plan.head_fc and plan.head_dropout else None
         self.fc = nn.Linear(plan.fc.cin, plan.fc.cout)
 
     def forward(self, x):
@@ -117,13 +119,20 @@ class ResNet(nn.Module):
         if self.stem_pool:
             x = F.max_pool2d(x, 3, 2, 1)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        if self.head_fc is not None:  # a transfer-learning head: FC, ReLU, dropout
+            x = F.relu(self.head_fc(x))
+            if self.head_drop is not None:
+                x = self.head_drop(x)
+        return self.fc(x)
 
 
-def build(arch: str, num_classes: int = 10, width: float = 1.0, widths=None) -> nn.Module:
-    """Build ``arch`` from the shared spec; ``widths`` (e.g. from a structured prune) overrides ``width``."""
+def build(arch: str, num_classes: int = 10, width: float = 1.0, widths=None, head: specs.Head | None = None
+          ) -> nn.Module:
+    """Build ``arch`` from the shared spec; ``widths`` (e.g. from a structured prune) overrides ``width``;
+    ``head`` replaces a ResNet's FC with a custom head."""
     resolved = specs.resolve_widths(arch, width, widths)
-    plan = specs.plan(arch, num_classes, widths=resolved)
+    plan = specs.plan(arch, num_classes, widths=resolved, head=head)
     model = VGG(plan) if isinstance(plan, specs.VGGPlan) else ResNet(plan)
     model.arch, model.widths, model.plan = arch, resolved, plan
     return model

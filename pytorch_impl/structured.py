@@ -47,7 +47,8 @@ def prune_filters(model: nn.Module, ratios_per_layer) -> tuple[nn.Module, dict[s
     model = model.to("cpu").eval()  # eval: tracing must not update BN statistics (nor see a batch of 1)
     removed = _prune_in_place(model, arch, ratios_per_layer)
     widths = read_widths(model, arch)
-    rebuilt = import_state(models.build(arch, num_classes(model), widths=widths), export_state(model))
+    rebuilt = import_state(models.build(arch, num_classes(model), widths=widths, head=specs.head_of(model.plan)),
+                           export_state(model))
     kept = {layer: [i for i in range(w) if i not in removed.get(filter_rule.module_of_layer(arch, layer), ())]
             for layer, w in zip(specs.layer_names(arch), before)}
     return rebuilt, kept

@@ -5,6 +5,7 @@ a batch is cropped, flipped and normalised with a handful of tensor ops: no Data
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
@@ -12,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from shared import data as shared_data, resume as shared_resume
+from shared import data as shared_data, resume as shared_resume, specs
 from shared.progress import EpochProgress
 from shared.recipe import Recipe, augmentation_draws, epoch_orders, lr_at, steps_per_epoch
 
@@ -52,9 +53,34 @@ def to_model_input(batch_uint8_nhwc: torch.Tensor, mean, std) -> torch.Tensor:
     return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
 
 
+@contextlib.contextmanager
+def backbone_frozen(model: torch.nn.Module, frozen: bool = True):
+    """Only the head (``specs.head_modules``) trains, the backbone's BN layers in inference mode (Keras'
+    rule for a frozen BN, which the Keras suite gets from ``trainable=False``): the frozen network computes
+    exactly what it will compute at test time. ``train`` keeps them so across its ``model.train()`` calls."""
+    if not frozen:
+        yield
+        return
+    head = set(specs.head_modules(model.plan))
+    frozen_params = [p for n, p in model.named_parameters() if n.split(".")[0] not in head]
+    frozen_bns = [m for n, m in model.named_modules()
+                  if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and n.split(".")[0] not in head]
+    for p in frozen_params:
+        p.requires_grad_(False)
+    model.frozen_bns = frozen_bns
+    try:
+        yield
+    finally:
+        for p in frozen_params:
+            p.requires_grad_(True)
+        del model.frozen_bns
+
+
 def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.SGD:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
+        if not p.requires_grad:  # a frozen backbone: neither stepped nor decayed
+            continue
         # conv/linear weights only (see shared.conventions): biases and BN gamma/beta are not decayed
         (decay if p.ndim > 1 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -118,6 +144,8 @@ def train(model, dataset: shared_data.Dataset, recipe: Recipe, seed: int, label:
     history, train_time = list(resumed.history), resumed.train_time
     for epoch in range(resumed.epoch, epochs):
         model.train()
+        for bn in getattr(model, "frozen_bns", ()):
+            bn.eval()
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)

@@ -15,6 +15,7 @@ Runtimes (the names rows and reports use):
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -67,8 +68,10 @@ def reference_id(cell) -> str:
     return cell_id(cell.framework, cell.arch, "baseline", mode, cell.seed, cell.fingerprint)
 
 
-def save(backend, artifact, out_dir, cell, preset_name: str, widths) -> dict:
-    """Save ``artifact`` (a model or ``shared.backend.Quantized``) and its sidecar; return the sidecar."""
+def save(backend, artifact, out_dir, cell, preset_name: str, widths, network: dict | None = None) -> dict:
+    """Save ``artifact`` (a model or ``shared.backend.Quantized``) and its sidecar; return the sidecar.
+    ``network``: what the model was built with besides its widths (``RunContext.network``)."""
+    network = network or {"num_classes": 10, "head": None}
     stem = artifact_dir(out_dir) / cell.id
     stem.parent.mkdir(parents=True, exist_ok=True)
     if getattr(artifact, "form", None) == "onnx_int8":  # ORT's quantizer (drivers.quantization.int8_ort)
@@ -79,6 +82,8 @@ def save(backend, artifact, out_dir, cell, preset_name: str, widths) -> dict:
         "cell_id": cell.id, "framework": cell.framework, "arch": cell.arch, "technique": cell.technique,
         "settings": cell.settings, "seed": cell.seed, "preset": preset_name, "fingerprint": cell.fingerprint,
         "widths": list(widths) if widths is not None else None,
+        "num_classes": int(network["num_classes"]),
+        "head": None if network["head"] is None else dataclasses.asdict(network["head"]),
         "controlled": bool(cell.settings.get("controlled")),
         "reference": reference_id(cell),
         "runtimes": runtimes,

@@ -20,8 +20,8 @@ from .lock import LockedError, RunLock
 from .preflight import PreflightError, preflight
 from .runner import RestartForMemory
 
-from .presets import PRESETS, get_preset
-from .specs import ARCHS
+from .presets import PRESETS, get_preset, with_overrides
+from .specs import ALL_ARCHS, ARCHS
 from .techniques import TECHNIQUES
 
 SUITES = ("pytorch_impl", "tensorflow_impl")
@@ -46,9 +46,17 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="results directory (created; reruns resume)")
     p.add_argument("--data-dir", default=None,
                    help="cifar-10-batches-py directory (default: $CIFAR10_DIR, then the cache, then download)")
-    p.add_argument("--arch", action="append", choices=ARCHS, help="only these architectures (repeatable)")
+    p.add_argument("--arch", action="append", choices=ALL_ARCHS, help="only these architectures (repeatable)")
     p.add_argument("--technique", action="append", choices=TECHNIQUES,
                    help="only these techniques (repeatable; the others' baselines must exist or be included)")
+    p.add_argument("--data", default=None, metavar="imagefolder:ROOT",
+                   help="train and report on this ImageFolder tree (ROOT/train/<class>/*, ROOT/val/<class>/*, "
+                        "optional ROOT/test) instead of the preset's data")
+    p.add_argument("--pretrained", default=None, type=Path, metavar="PATH",
+                   help="a transfer preset's backbone: a .safetensors checkpoint of this project, a torchvision "
+                        ".pth state_dict or a keras.applications VGG16 .h5 (instead of the preset's pretraining)")
+    p.add_argument("--width", default=None, type=float,
+                   help="the networks' width multiplier instead of the preset's (1: the published networks)")
     p.add_argument("--verbose", action="store_true", help="show the libraries' logs and warnings too")
     p.add_argument("--controlled", action="store_true",
                    help="controlled mode: the Keras suite starts from the PyTorch baseline of --out instead of "
@@ -109,6 +117,20 @@ def suite_calibrate(package: str, args) -> int:
     return 0
 
 
+def import_weights(args) -> int:
+    from . import published, state as neutral
+    from pytorch_impl.published import read_torchvision_file
+
+    try:
+        state = published.from_torchvision(args.arch, read_torchvision_file(args.source))
+    except (OSError, ValueError) as exc:
+        print(f"pytorch_impl: cannot import {args.source}: {exc}", file=sys.stderr)
+        return 2
+    neutral.save(state, args.target)
+    print(f"pytorch_impl: {len(state)} tensors of {args.arch} -> {args.target}")
+    return 0
+
+
 def suite_main(package: str, argv=None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {package}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -117,9 +139,17 @@ def suite_main(package: str, argv=None) -> int:
     cal = sub.add_parser("calibrate", help="measure this framework's throughput for `shared plan`'s estimate")
     cal.add_argument("--preset", required=True, choices=sorted(PRESETS))
     cal.add_argument("--output", type=Path, default=None, help="write the JSON here (default: stdout)")
+    if package == "pytorch_impl":
+        imp = sub.add_parser("import-weights", help="a torchvision .pth state_dict as a neutral .safetensors "
+                                                    "(what --pretrained takes in either suite)")
+        imp.add_argument("--arch", required=True, choices=("resnet50", "vgg16_imagenet"))
+        imp.add_argument("source", type=Path)
+        imp.add_argument("target", type=Path)
     args = parser.parse_args(argv)
     if args.command == "time":
         return suite_time(package, args)
+    if args.command == "import-weights":
+        return import_weights(args)
     if args.command == "calibrate":
         return suite_calibrate(package, args)
     t0 = time.time()
@@ -128,7 +158,11 @@ def suite_main(package: str, argv=None) -> int:
         parser.error("--controlled applies to the Keras suite (it starts from the PyTorch baseline); "
                      "run the PyTorch suite without it")
     command = " ".join(["python -m", package, *argv])
-    preset = get_preset(args.preset)
+    try:
+        preset = with_overrides(get_preset(args.preset), data=args.data, width=args.width, archs=args.arch,
+                                pretrained=args.pretrained)
+    except ValueError as exc:
+        parser.error(str(exc))
     framework = "pytorch" if package == "pytorch_impl" else "keras"
     try:
         dataset = preflight(framework, package, preset, args.out, data_dir=args.data_dir, techniques=args.technique,
@@ -300,9 +334,16 @@ def run_all(args, command: str) -> int:
         for t in args.technique or []:
             cmd += ["--technique", t]
         cmd += ["--controlled"] if args.controlled and package != "pytorch_impl" else []
+        cmd += ["--data", args.data] if args.data else []
+        cmd += ["--pretrained", str(args.pretrained)] if args.pretrained else []
+        cmd += ["--width", str(args.width)] if args.width is not None else []
         cmd += ["--verbose"] if args.verbose else []
         print("$ " + " ".join(cmd), flush=True)
         child = call_child(cmd)
+        if child < 0:  # killed by a signal (a native crash): its cells so far are kept, the rest never ran
+            print(f"shared: {package} crashed (signal {-child}); finished cells are kept, the rest did not run. "
+                  f"Resume with: {command}", file=sys.stderr, flush=True)
+            child = 128 - child
         if child in (2, 130):  # refused before any work, or interrupted: the suite has said why
             if child == 130:
                 print(f"shared: interrupted; finished cells are kept. Resume with: {command}", file=sys.stderr)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 import typing
 
 _REGISTRY: dict[str, type] = {}
@@ -56,7 +57,7 @@ def from_jsonable(data):
 def _coerce(value, hint):
     """JSON has no tuples; restore them (recursively) where the field is typed as one."""
     origin = typing.get_origin(hint)
-    if origin is typing.Union or str(origin) == "types.UnionType":
+    if origin is typing.Union or origin is types.UnionType:  # Optional[X] and X | None
         for arg in typing.get_args(hint):
             if arg is not type(None) and value is not None:
                 return _coerce(value, arg)

@@ -68,6 +68,11 @@ class Dataset:
     val: Split  # carved from the official training set: calibration, sensitivity scans, every choice
     test: Split  # the official test set: reported numbers only
     source: str
+    classes: tuple[str, ...] = CLASSES  # label i is classes[i]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
 
 
 # ---------------------------------------------------------------------------------------------- locating
@@ -353,7 +358,9 @@ def synthetic(n_train: int = 512, n_val: int = 128, n_test: int = 256, seed: int
         names = np.array([f"synthetic_{tag}_{i:06d}.png" for i in range(n)], dtype=str)
         return Split(x, y, names)
 
-    return Dataset(make(n_train, "train"), make(n_val, "val"), make(n_test, "test"), f"synthetic(seed={seed})")
+    classes = CLASSES if num_classes == NUM_CLASSES else tuple(f"class{i}" for i in range(num_classes))
+    return Dataset(make(n_train, "train"), make(n_val, "val"), make(n_test, "test"), f"synthetic(seed={seed})",
+                   classes)
 
 
 # ------------------------------------------------------------------------------------------ test helper

@@ -141,11 +141,13 @@ class FakeNet:
 
     arch: str
     widths: tuple
+    num_classes: int = 10
+    head: object = None
     qat: bool = False
     plan: object = field(init=False, repr=False)
 
     def __post_init__(self):
-        self.plan = specs.plan(self.arch, widths=self.widths)
+        self.plan = specs.plan(self.arch, self.num_classes, widths=self.widths, head=self.head)
 
     @property
     def macs(self) -> int:
@@ -196,9 +198,9 @@ class CountingBackend:
         follows the layer count, not the MACs (absent from older calibrations: 0)."""
         return float(np.mean([p.get(key, 0.0) for p in self.cal["networks"][arch]]))
 
-    def build(self, arch, *, width=None, widths=None, seed=None):
+    def build(self, arch, *, width=None, widths=None, seed=None, num_classes=10, head=None):
         self.seconds += self._per_model(arch, "build_s")
-        return FakeNet(arch, specs.resolve_widths(arch, 1.0 if width is None else width, widths))
+        return FakeNet(arch, specs.resolve_widths(arch, 1.0 if width is None else width, widths), num_classes, head)
 
     def export_state(self, model):
         return {k: np.zeros(v, np.float32) for k, v in neutral.expected_shapes(model.plan).items()}
@@ -212,7 +214,7 @@ class CountingBackend:
 
     # training and evaluation
     def train(self, model, dataset, recipe, seed, *, label, steps=None, on_step=None, teacher=None,
-              temperature=None, alpha=None, checkpoints=None):
+              temperature=None, alpha=None, checkpoints=None, frozen_backbone=False):
         from .recipe import steps_per_epoch
 
         per_epoch = steps_per_epoch(len(dataset.train), recipe.batch_size)
@@ -263,7 +265,7 @@ class CountingBackend:
 
     def prune_filters(self, model, ratios_per_layer):
         widths, kept = filter_rule.prune_plan(self.export_state(model), model.arch, model.widths, ratios_per_layer)
-        return FakeNet(model.arch, tuple(widths)), kept
+        return FakeNet(model.arch, tuple(widths), model.num_classes, model.head), kept
 
     # quantization
     def _convert(self, model, calibration=()) -> Quantized:

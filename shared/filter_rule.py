@@ -33,7 +33,7 @@ from . import specs
 from .protocols import stage_of_layer
 
 
-_NEVER_PRUNED = frozenset({"fc1", "fc2", "fc3", "fc"})  # VGG's hidden FCs and the classifiers keep their widths
+_NEVER_PRUNED = frozenset({"fc1", "fc2", "fc3", "fc", "head_fc"})  # VGG's hidden FCs and the classifiers keep their widths
 
 
 @dataclass(frozen=True)
@@ -53,13 +53,13 @@ def module_of_layer(arch: str, layer: str) -> str:
     return "stem.conv" if layer == "stem" else layer
 
 
-def channel_flow(arch: str) -> dict[str, tuple[str | None, str | None]]:
+def channel_flow(arch: str, with_head: bool = False) -> dict[str, tuple[str | None, str | None]]:
     """For every conv/linear module path: (layer setting its input channels, layer setting its outputs).
 
-    ``None`` stands for a width no prune changes (the RGB input, the classes). Members of a coupled group
-    share kept channels, so any member names the group.
+    ``None`` stands for a width no prune changes (the RGB input, the classes, a custom head's hidden FC).
+    Members of a coupled group share kept channels, so any member names the group.
     """
-    p = specs.plan(arch)
+    p = specs.plan(arch, head=specs.Head(1) if with_head else None)
     if arch in specs.PLAIN_STACKS:
         names = specs.layer_names(arch)
         flow = {c.name: (names[i - 1] if i else None, names[i]) for i, c in enumerate(p.convs)}
@@ -77,7 +77,10 @@ def channel_flow(arch: str) -> dict[str, tuple[str | None, str | None]]:
         if blk.shortcut:
             flow[blk.shortcut.name] = (stream, blk.last.name)
         stream = blk.last.name
-    flow["fc"] = (stream, None)
+    if p.head_fc is not None:  # a custom head's hidden FC reads the stream; the classifier reads it
+        flow["head_fc"], flow["fc"] = (stream, None), (None, None)
+    else:
+        flow["fc"] = (stream, None)
     return flow
 
 
@@ -167,7 +170,7 @@ def prune_state(state: dict, arch: str, kept: dict[str, list[int]]) -> dict[str,
     """The neutral state of the pruned network: every tensor sliced to the kept channels."""
     out = dict(state)
     spatial = {lin.name: lin.spatial for lin in specs.linears_of(specs.plan(arch))}
-    for module, (src, dst) in channel_flow(arch).items():
+    for module, (src, dst) in channel_flow(arch, with_head="head_fc.weight" in state).items():
         rows = kept[dst] if dst else slice(None)
         cols = kept[src] if src else slice(None)
         if src and spatial.get(module, 1) > 1:  # a channel's block of positions in (C, H, W) flatten order

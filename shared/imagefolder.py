@@ -126,20 +126,23 @@ def _carve_val(split: FolderSplit, fraction: float, classes: tuple[str, ...]) ->
 
 
 def load_imagefolder(root: str | os.PathLike, size: int, *, val_fraction: float = 0.2,
-                     cache_dir: str | os.PathLike | None = None, log=print) -> tuple[Dataset, tuple[str, ...]]:
-    """The tree as a ``Dataset`` (train at ``stored_size(size)``, val and test at ``size``) and its classes."""
+                     cache_dir: str | os.PathLike | None = None, train_side: int | None = None,
+                     log=print) -> tuple[Dataset, tuple[str, ...]]:
+    """The tree as a ``Dataset`` (train at ``stored_size(size)``, or ``train_side`` for a recipe that pads and
+    crops at ``size`` itself, as the CIFAR recipe does; val and test at ``size``) and its classes."""
     root = Path(root).expanduser()
     classes, splits = scan(root)
     if "test" not in splits:  # report on val/, choose on a slice of train/
         splits["test"] = splits["val"]
         splits["train"], splits["val"] = _carve_val(splits["train"], val_fraction, classes)
-    stored = stored_size(size)
+    stored = stored_size(size) if train_side is None else int(train_side)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     path = cache / f"imagefolder-{_key(root, splits, size, stored)}.npz"
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as z:
-                return _dataset(root, {n: (z[f"{n}_x"], z[f"{n}_y"], z[f"{n}_names"]) for n in splits}), classes
+                return _dataset(root, {n: (z[f"{n}_x"], z[f"{n}_y"], z[f"{n}_names"]) for n in splits},
+                                classes), classes
         except (OSError, ValueError, KeyError) as exc:
             log(f"warning: ImageFolder cache {path} is unreadable ({exc}); decoding again")
     arrays = {}
@@ -154,12 +157,12 @@ def load_imagefolder(root: str | os.PathLike, size: int, *, val_fraction: float 
     np.savez(tmp, **{f"{n}_{k}": a for n, (x, y, names) in arrays.items() for k, a in (("x", x), ("y", y),
                                                                                          ("names", names))})
     os.replace(tmp, path)
-    return _dataset(root, arrays), classes
+    return _dataset(root, arrays, classes), classes
 
 
-def _dataset(root: Path, arrays: dict) -> Dataset:
+def _dataset(root: Path, arrays: dict, classes: tuple[str, ...]) -> Dataset:
     split = {n: Split(np.ascontiguousarray(x), y.astype(np.int64), names) for n, (x, y, names) in arrays.items()}
-    return Dataset(split["train"], split["val"], split["test"], source=f"imagefolder:{root}")
+    return Dataset(split["train"], split["val"], split["test"], source=f"imagefolder:{root}", classes=classes)
 
 
 def stored_size(size: int) -> int:

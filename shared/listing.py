@@ -5,8 +5,8 @@ from pathlib import Path
 
 from .presets import PRESETS, Preset, fingerprint
 from .results import finished
-from .runner import cell_label, plan_cells
-from .techniques import TECHNIQUES, operating_points
+from .runner import cell_label, plan_cells, preset_points
+from .techniques import TECHNIQUES
 
 FRAMEWORKS = {"pytorch_impl": "pytorch", "tensorflow_impl": "keras"}
 
@@ -21,7 +21,7 @@ def list_text() -> str:
     for t in TECHNIQUES:
         lines.append(f"  {t}")
         for p in PRESETS.values():
-            per_arch = {a: operating_points(t, a, p.protocol) for a in p.archs}
+            per_arch = {a: preset_points(t, a, p) for a in p.archs}
             shown = sorted({_points(v) for v in per_arch.values()})
             text = "; ".join(shown) if len(shown) == 1 else "; ".join(f"{a}: {_points(v)}" for a, v in per_arch.items())
             lines.append(f"    {p.name:<6} {text}")

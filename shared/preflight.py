@@ -23,12 +23,19 @@ class PreflightError(RuntimeError):
     """A run cannot start; the message names the problem and the fix."""
 
 
-def check_data(preset: Preset, data_dir=None) -> data_mod.Dataset:
-    """The run's dataset, loaded (and so every batch file parsed and checked) before any cell."""
-    from .runner import load_dataset
+def check_data(preset: Preset, data_dir=None) -> data_mod.Dataset | None:
+    """The run's dataset, loaded (and so every batch file parsed and checked) before any cell. A transfer
+    preset's base data is checked here and its target tree written by the run (None: loaded then)."""
+    from .imagefolder import ImageFolderError
+    from .runner import base_dataset, load_dataset
 
     try:
+        if preset.transfer is not None and not preset.data.startswith("imagefolder:"):
+            base_dataset(preset, data_dir)
+            return None
         return load_dataset(preset, data_dir)
+    except ImageFolderError as exc:
+        raise PreflightError(str(exc)) from None
     except (data_mod.DatasetNotFoundError, data_mod.CorruptBatchError, data_mod.ChecksumError) as exc:
         raise PreflightError(str(exc)) from None
     except OSError as exc:
@@ -37,6 +44,20 @@ def check_data(preset: Preset, data_dir=None) -> data_mod.Dataset:
     except ValueError as exc:  # too few images for the preset's stratified splits
         raise PreflightError(f"the data cannot hold the {preset.name} preset's splits: {exc}. Fix: point --data-dir "
                              f"at the full CIFAR-10 (50,000 training images).") from None
+
+
+def check_pretrained(preset: Preset) -> None:
+    from .published import KERAS_SUFFIXES, TORCH_SUFFIXES
+
+    if preset.pretrained is None:
+        return
+    path = Path(preset.pretrained)
+    if not path.is_file():
+        raise PreflightError(f"--pretrained {path}: no such file. Fix: give the path of a weight file (.safetensors, "
+                             f"a torchvision .pth or a keras.applications .h5)")
+    if not path.name.lower().endswith((".safetensors", *KERAS_SUFFIXES, *TORCH_SUFFIXES)):
+        raise PreflightError(f"--pretrained {path}: unknown kind of file. Fix: pass a .safetensors checkpoint of this "
+                             f"project, a torchvision .pth/.pt state_dict or a keras.applications .h5 weight file")
 
 
 def check_out(out_dir) -> list[Path]:
@@ -105,6 +126,7 @@ def preflight(framework: str, suite: str, preset: Preset, out_dir, *, data_dir=N
               controlled: bool = False) -> data_mod.Dataset:
     """Every check, cheapest-to-fix first and writing nothing until the data is known good; the dataset."""
     dataset = check_data(preset, data_dir)
+    check_pretrained(preset)
     check_prerequisites(framework, preset, out_dir, techniques, archs, controlled, suite)
     made = check_out(out_dir)
     try:

@@ -171,3 +171,38 @@ def _validate(state: dict, arch: str, n_classes: int, source: str) -> None:
     except ValueError as exc:
         raise IncompatibleWeights(f"{source} weights do not fill the spec's {arch}: {exc}") from None
 
+
+
+# ----------------------------------------------------------------------------- --pretrained PATH, any kind
+
+TORCH_SUFFIXES = (".pth", ".pt")
+KERAS_SUFFIXES = (".h5", ".hdf5")  # ".weights.h5" ends in ".h5" too
+
+
+def read_pretrained(path, arch: str, torch_reader=None) -> dict[str, np.ndarray]:
+    """A ``--pretrained`` file as a neutral state of ``arch``: one of this project's safetensors checkpoints,
+    a torchvision state_dict (read by ``torch_reader``, the PyTorch suite's safe loader; the Keras suite has
+    none and says how to convert the file once), or a keras.applications VGG16 weight file."""
+    from pathlib import Path
+
+    from . import state as neutral
+
+    path = Path(path)
+    name = path.name.lower()
+    if not path.is_file():
+        raise FileNotFoundError(f"--pretrained {path}: no such file")
+    if name.endswith(".safetensors"):
+        return neutral.load(path)
+    if name.endswith(KERAS_SUFFIXES):
+        if arch != "vgg16_imagenet":
+            raise IncompatibleWeights(f"{path}: keras.applications weight files import into vgg16_imagenet only "
+                                      f"(its ResNet50 is ResNet v1, another layout), not {arch}")
+        return from_keras_applications_vgg16(read_keras_weight_file(path))
+    if name.endswith(TORCH_SUFFIXES):
+        if torch_reader is None:
+            raise IncompatibleWeights(
+                f"{path}: a torch file is read by the PyTorch suite; convert it once with python -m pytorch_impl "
+                f"import-weights --arch {arch} {path} {path.with_suffix('.safetensors')} and pass that file")
+        return from_torchvision(arch, torch_reader(path))
+    raise ValueError(f"--pretrained {path}: unknown kind of file; pass a .safetensors checkpoint of this project, "
+                     f"a torchvision .pth/.pt state_dict or a keras.applications .h5 weight file")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import artifacts, config, data as data_mod, state as neutral
+from . import artifacts, config, data as data_mod, specs, state as neutral, transfer
 from .resume import CellCheckpoints
 from .presets import Preset, fingerprint
 from .results import cell_id, finished, write_row
@@ -46,13 +46,32 @@ class RunContext:
     controlled: bool = False
     _dataset: object = None
     measured_model: object = None  # what the running cell's driver measured last: its artifact
+    measured_network: dict | None = None  # what it was built with, where not ``network`` (another head)
     checkpoints: CellCheckpoints | None = None  # the running cell's per-epoch training checkpoints
+    pretrained: Path | None = None  # a transfer preset's backbone (``--pretrained``: shared.published.read_pretrained)
+    _source_dataset: object = None
 
     @property
     def dataset(self) -> data_mod.Dataset:
         if self._dataset is None:  # loaded only when some cell actually needs to run
-            self._dataset = load_dataset(self.preset, self.data_dir)
+            self._dataset = load_dataset(self.preset, self.data_dir, self.out_dir, self.log)
         return self._dataset
+
+    @property
+    def source_dataset(self) -> data_mod.Dataset:
+        """A transfer preset's pretraining data: the source classes of the base dataset."""
+        if self._source_dataset is None:
+            self._source_dataset = transfer.source_dataset(base_dataset(self.preset, self.data_dir),
+                                                           self.preset.transfer)
+        return self._source_dataset
+
+    @property
+    def network(self) -> dict:
+        """What every network of the run is built with besides its widths: the data's classes and, in a
+        transfer preset, the baseline's head."""
+        t = self.preset.transfer
+        head = None if t is None else transfer.head_spec(t, t.baseline_head, self.preset.width)
+        return {"num_classes": self.dataset.num_classes, "head": head}
 
     def checkpoint_path(self, framework: str, arch: str, seed: int, name: str = "baseline") -> Path:
         if self.controlled and framework != CONTROLLED_SOURCE:
@@ -92,13 +111,36 @@ class RestartForMemory(Exception):
         self.rows, self.rss_mib, self.limit_mib = rows, rss_mib, limit_mib
 
 
-def load_dataset(preset: Preset, data_dir=None) -> data_mod.Dataset:
+IMAGEFOLDER = "imagefolder:"  # a preset's data "imagefolder:ROOT": the user's tree (``--data imagefolder:ROOT``)
+
+
+def base_dataset(preset: Preset, data_dir=None) -> data_mod.Dataset:
+    """The preset's CIFAR-10 (or generated) data; a transfer preset draws both its sides from it."""
     if preset.data == "synthetic":
         n_train, n_val, n_test = preset.synthetic_sizes
         return data_mod.synthetic(n_train=n_train, n_val=n_val, n_test=n_test, seed=0)
-    if preset.data == "cifar10":
+    if preset.data == "cifar10" or preset.data.startswith(IMAGEFOLDER):  # a tree's backbone pretrains on CIFAR
         return data_mod.load_cifar10(data_dir, val_size=preset.val_size, train_subset=preset.train_subset)
-    raise ValueError(f"preset {preset.name!r} has unknown data source {preset.data!r}")
+    raise ValueError(f"preset {preset.name!r} has unknown data source {preset.data!r}: choose synthetic, "
+                     f"cifar10 or {IMAGEFOLDER}ROOT")
+
+
+def load_dataset(preset: Preset, data_dir=None, out_dir=None, log=print) -> data_mod.Dataset:
+    """The data the run's cells train and report on: a user's ImageFolder tree, a transfer preset's target
+    tree (written under ``out_dir`` from the base data), or the base data itself."""
+    if preset.data.startswith(IMAGEFOLDER):
+        from .imagefolder import load_imagefolder
+
+        size = specs.input_hw(preset.archs[0])
+        return load_imagefolder(preset.data[len(IMAGEFOLDER):], size, log=log,
+                                train_side=size if preset.recipe.crop_padding else None)[0]
+    base = base_dataset(preset, data_dir)
+    if preset.transfer is None:
+        return base
+    if out_dir is None:
+        raise ValueError(f"the {preset.name} preset writes its ImageFolder tree under the run's directory: "
+                         f"pass out_dir")
+    return transfer.target_dataset(base, preset.transfer, Path(out_dir) / "transfer_data", log)
 
 
 def plan_cells(framework: str, preset: Preset, techniques=TECHNIQUES, archs=None,
@@ -108,7 +150,14 @@ def plan_cells(framework: str, preset: Preset, techniques=TECHNIQUES, archs=None
     fp = fingerprint(preset)
     # Baseline first: every other technique starts from the trained baseline of the same run.
     return [Cell(framework, a, t, s, {**settings, **mode}, fp) for a in archs for s in preset.seeds
-            for t in techniques for settings in operating_points(t, a, preset.protocol)]
+            for t in techniques for settings in preset_points(t, a, preset)]
+
+
+def preset_points(technique: str, arch: str, preset: Preset) -> list[dict]:
+    """``technique``'s operating points on ``arch`` in ``preset`` (none where the preset leaves it out)."""
+    if preset.techniques is not None and technique not in preset.techniques:
+        return []
+    return operating_points(technique, arch, preset.protocol, preset.transfer)
 
 
 def run_suite(backend, preset: Preset, out_dir, *, data_dir=None, archs=None, techniques=None, log=print,
@@ -122,8 +171,9 @@ def run_suite(backend, preset: Preset, out_dir, *, data_dir=None, archs=None, te
         raise ValueError(f"controlled mode starts the other suite from {CONTROLLED_SOURCE}'s baseline; the "
                          f"{CONTROLLED_SOURCE} suite is that source: run it without --controlled")
     out_dir = Path(out_dir)
+    # the dataset: already loaded (and checked) by the preflight, or loaded on first use
     ctx = RunContext(preset=preset, out_dir=out_dir, data_dir=data_dir, log=log, controlled=controlled,
-                     _dataset=dataset)  # already loaded (and checked) by the preflight, or loaded on first use
+                     _dataset=dataset, pretrained=None if preset.pretrained is None else Path(preset.pretrained))
     rows = []
     planned = plan_cells(framework, preset, techniques or TECHNIQUES, archs, controlled)
     t_run = 0.0
@@ -142,12 +192,12 @@ def run_suite(backend, preset: Preset, out_dir, *, data_dir=None, archs=None, te
         }
         ctx.checkpoints = CellCheckpoints(out_dir / "checkpoints" / "partial" / cell.id, log)
         try:
-            ctx.measured_model = None
+            ctx.measured_model = ctx.measured_network = None
             row.update(REGISTRY[cell.technique](backend, ctx, cell))
             if ctx.measured_model is not None:  # saved before the row: a row on disk has its model beside it
                 row["artifact"] = artifacts.save(backend, ctx.measured_model, out_dir, cell, preset.name,
-                                                 row.get("widths"))
-                ctx.measured_model = None
+                                                 row.get("widths"), ctx.measured_network or ctx.network)
+                ctx.measured_model = ctx.measured_network = None
             row["status"], row["error"] = "ok", None
         except NotImplementedError as exc:  # a suite that lacks a technique yet: shown as missing, not failed
             row["status"], row["error"] = "not_implemented", str(exc)

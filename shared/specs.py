@@ -18,7 +18,7 @@ flattens an 8x8 map: the neutral state keeps PyTorch's (C, H, W) flatten order (
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 INPUT_HW = 32
 INPUT_CHANNELS = 3
@@ -131,6 +131,19 @@ class Block:
 
 
 @dataclass(frozen=True)
+class Head:
+    """A classifier head replacing a ResNet's single FC (transfer learning's custom head): FC ``hidden``,
+    ReLU, dropout ``dropout``, then the classifier."""
+
+    hidden: int
+    dropout: float = 0.5
+
+    def __post_init__(self):
+        if self.hidden < 1 or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"a head needs hidden >= 1 and dropout in [0, 1), got {self.hidden}, {self.dropout}")
+
+
+@dataclass(frozen=True)
 class VGGPlan:
     convs: tuple[Conv, ...]
     pool_after: tuple[int, ...]
@@ -148,6 +161,8 @@ class ResNetPlan:
     fc: Linear
     stem_pool: bool = False  # ImageNet ResNets: 3x3 stride-2 max-pool (padding 1) after the stem
     input_hw: int = INPUT_HW
+    head_fc: Linear | None = None  # a custom head's hidden FC (``Head``), before ``fc``
+    head_dropout: float = 0.0
 
 
 def scaled(base: int, width: float) -> int:
@@ -300,11 +315,31 @@ def bottleneck_plan(widths, num_classes: int = 1000) -> ResNetPlan:
 _PLANS = {"resnet18": resnet_plan, "resnet50": bottleneck_plan}
 
 
-def plan(arch: str, num_classes: int = 10, width: float = 1.0, widths=None):
+def plan(arch: str, num_classes: int = 10, width: float = 1.0, widths=None, head: Head | None = None):
     w = resolve_widths(arch, width, widths)
     if arch in PLAIN_STACKS:
+        if head is not None:
+            raise ValueError(f"a custom head replaces a ResNet's FC; {arch} keeps its own classifier")
         return vgg_plan(w, num_classes, arch)
-    return _PLANS[arch](w, num_classes)
+    p = _PLANS[arch](w, num_classes)
+    if head is None:
+        return p
+    cin = p.fc.cin
+    return replace(p, head_fc=Linear("head_fc", cin, head.hidden, bn_name=None),
+                   fc=Linear("fc", head.hidden, num_classes, bn_name=None), head_dropout=head.dropout)
+
+
+def head_of(p) -> Head | None:
+    """The custom head a plan was built with (None: the architecture's own classifier)."""
+    head_fc = getattr(p, "head_fc", None)
+    return None if head_fc is None else Head(head_fc.cout, p.head_dropout)
+
+
+def head_modules(p) -> tuple[str, ...]:
+    """Module names of the classifier head: what transfer learning replaces and trains first."""
+    if isinstance(p, VGGPlan):
+        return (p.classifier.name,)
+    return ("head_fc", "fc") if p.head_fc is not None else ("fc",)
 
 
 
@@ -318,7 +353,9 @@ def convs_of(p) -> list[Conv]:
 
 
 def linears_of(p) -> list[Linear]:
-    return [*p.hidden, p.classifier] if isinstance(p, VGGPlan) else [p.fc]
+    if isinstance(p, VGGPlan):
+        return [*p.hidden, p.classifier]
+    return [p.head_fc, p.fc] if p.head_fc is not None else [p.fc]
 
 
 def count_params(p) -> int:

@@ -30,11 +30,15 @@ TECHNIQUES = (
     "kd", "kd_control",
     # combined pipelines, measured after every stage
     "pipeline_kd_filter_int8", "pipeline_prune_int8",
+    # transfer learning (presets with a transfer protocol): from scratch and the other head, against the
+    # transferred baseline
+    "transfer",
 )
 
 
-def operating_points(technique: str, arch: str, protocol: CompressionProtocol) -> list[dict]:
-    """The settings of each cell of ``technique`` on ``arch`` (empty: not applicable to this arch)."""
+def operating_points(technique: str, arch: str, protocol: CompressionProtocol, transfer=None) -> list[dict]:
+    """The settings of each cell of ``technique`` on ``arch`` (empty: not applicable to this arch, or, for
+    ``transfer``, to a preset without a ``shared.transfer.TransferProtocol``)."""
     p = protocol
     points = {
         "prune_global": [{"sparsity": s} for s in p.sparsities],
@@ -55,6 +59,8 @@ def operating_points(technique: str, arch: str, protocol: CompressionProtocol) -
                                      "calibration_images": p.calibration_sizes[-1]}],
         "pipeline_prune_int8": [{"sparsity": p.sparsities[0], "observer": p.observers[0],
                                  "calibration_images": p.calibration_sizes[-1]}],
+        "transfer": [] if transfer is None else [{"init": "scratch"}] + [
+            {"head": h} for h in ("linear", "dropout") if h != transfer.baseline_head],
     }
     if technique not in TECHNIQUES:
         raise ValueError(f"unknown technique {technique!r}: choose from {', '.join(TECHNIQUES)}")

@@ -28,11 +28,11 @@ class KerasBackend:
         self.weight_decay = weight_decay
 
     # networks and weights
-    def build(self, arch, *, width=None, widths=None, seed=None):
+    def build(self, arch, *, width=None, widths=None, seed=None, num_classes=10, head=None):
         if seed is not None:
             keras.utils.set_random_seed(seed)  # the initial weights are part of the seed
-        return models.build(arch, width=1.0 if width is None else width, widths=widths,
-                            weight_decay=self.weight_decay)
+        return models.build(arch, num_classes, width=1.0 if width is None else width, widths=widths,
+                            weight_decay=self.weight_decay, head=head)
 
     export_state = staticmethod(export_state)
     import_state = staticmethod(import_state)
@@ -52,12 +52,13 @@ class KerasBackend:
 
     # training and evaluation
     def train(self, model, dataset, recipe, seed, *, label, steps=None, on_step=None, teacher=None,
-              temperature=None, alpha=None, checkpoints=None):
+              temperature=None, alpha=None, checkpoints=None, frozen_backbone=False):
         if teacher is not None:
             teacher.trainable = False  # only ever called in inference mode
             model = distill.Distiller(model, teacher, temperature, alpha, recipe.label_smoothing)
-        return T.train(model, dataset, recipe, seed, label=label, on_step=on_step, steps=steps,
-                       checkpoints=checkpoints)
+        with T.backbone_frozen(model, frozen_backbone):
+            return T.train(model, dataset, recipe, seed, label=label, on_step=on_step, steps=steps,
+                           checkpoints=checkpoints)
 
     evaluate = staticmethod(T.evaluate)
     recalibrate_bn = staticmethod(T.recalibrate_bn)

@@ -106,17 +106,22 @@ def _resnet(inputs, plan: specs.ResNetPlan, weight_decay: float):
     for blk in plan.blocks:
         x = (_bottleneck if blk.conv3 else _basic_block)(x, blk, weight_decay)
     x = layers.GlobalAveragePooling2D(name="avgpool")(x)
+    if plan.head_fc is not None:  # a transfer-learning head: FC, ReLU, dropout
+        x = layers.ReLU(name="head_fc_relu")(_dense(x, plan.head_fc, weight_decay))
+        if plan.head_dropout:
+            x = layers.Dropout(plan.head_dropout, name="head_fc_drop")(x)
     return _dense(x, plan.fc, weight_decay)
 
 
-def build(arch: str, num_classes: int = 10, width: float = 1.0, widths=None, weight_decay: float = 0.0):
+def build(arch: str, num_classes: int = 10, width: float = 1.0, widths=None, weight_decay: float = 0.0,
+          head: specs.Head | None = None):
     """Build ``arch`` from the shared spec; ``widths`` (e.g. from a structured prune) overrides ``width``.
 
     ``weight_decay`` > 0 puts ``L2(keras_l2_factor(weight_decay))`` on every conv and dense kernel (never on
     biases or BN), the Keras equivalent of ``torch.optim.SGD(weight_decay=...)``.
     """
     resolved = specs.resolve_widths(arch, width, widths)
-    plan = specs.plan(arch, num_classes, widths=resolved)
+    plan = specs.plan(arch, num_classes, widths=resolved, head=head)
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
     inputs = keras.Input((plan.input_hw, plan.input_hw, specs.INPUT_CHANNELS), dtype="float32", name="input")

@@ -26,5 +26,6 @@ def prune_filters(model, ratios_per_layer, weight_decay: float = 0.0):
     """
     arch, state = model.arch, export_state(model)
     widths, kept = filter_rule.prune_plan(state, arch, model.widths, ratios_per_layer)
-    rebuilt = models.build(arch, num_classes(model), widths=widths, weight_decay=weight_decay)
+    rebuilt = models.build(arch, num_classes(model), widths=widths, weight_decay=weight_decay,
+                           head=specs.head_of(model.plan))
     return import_state(rebuilt, filter_rule.prune_state(state, arch, kept)), kept

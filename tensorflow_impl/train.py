@@ -5,6 +5,7 @@ gathered from the padded uint8 set held in memory and augmented as a whole batch
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
@@ -12,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from shared import data as shared_data, resume as shared_resume
+from shared import data as shared_data, resume as shared_resume, specs
 from shared.progress import EpochProgress
 from shared.recipe import Recipe, augmentation_draws, epoch_orders, lr_at, steps_per_epoch
 
@@ -166,6 +167,26 @@ class _StepHook(keras.callbacks.Callback):
         self.step += 1
         if self.step >= self.total:
             self.model.stop_training = True
+
+
+@contextlib.contextmanager
+def backbone_frozen(model, frozen: bool = True):
+    """Only the head (``specs.head_modules``) trains: every other layer ``trainable=False``, which in Keras
+    also runs its BN layers in inference mode (the PyTorch suite does the same by hand). ``train`` compiles
+    after this, so the change takes effect; the flags are restored after."""
+    if not frozen:
+        yield
+        return
+    head = set(specs.head_modules(model.plan))
+    layers = [layer for layer in model.layers if layer.weights and layer.name not in head]
+    saved = [layer.trainable for layer in layers]
+    for layer in layers:
+        layer.trainable = False
+    try:
+        yield
+    finally:
+        for layer, flag in zip(layers, saved):
+            layer.trainable = flag
 
 
 def train(model, dataset: shared_data.Dataset, recipe: Recipe, seed: int, label: str = "keras",

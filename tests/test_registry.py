@@ -32,7 +32,7 @@ FINETUNED = {
 
 def test_the_driver_registry_is_the_shared_keys_in_order():
     assert tuple(REGISTRY) == TECHNIQUES
-    assert len(set(TECHNIQUES)) == len(TECHNIQUES) == 22
+    assert len(set(TECHNIQUES)) == len(TECHNIQUES) == 23
     assert all(callable(driver) for driver in REGISTRY.values())
     assert set(FINETUNED) < set(TECHNIQUES)
 
@@ -95,7 +95,8 @@ def _check_every_cell_ran_once(run):
     want = sorted((a, t, json.dumps(s, sort_keys=True)) for a in run["archs"] for t in TECHNIQUES
                   for s in operating_points(t, a, PRESET.protocol))
     assert sorted(_key(r) for r in rows) == want  # each cell exactly once
-    assert {t for _, t, _ in want} == set(TECHNIQUES)  # every key has at least one cell on these archs
+    # every key has at least one cell on these archs, but ``transfer``: a transfer preset's (tests/test_transfer.py)
+    assert {t for _, t, _ in want} == set(TECHNIQUES) - {"transfer"}
     on_disk = results.read_rows(out_dir)
     assert len(on_disk) == len(rows) == len({r["cell_id"] for r in rows})
     assert {r["cell_id"] for r in on_disk} == {r["cell_id"] for r in rows}

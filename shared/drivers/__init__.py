@@ -7,11 +7,11 @@ the same keys.
 from __future__ import annotations
 
 from ..techniques import TECHNIQUES
-from . import distill, pipelines, quantization, structured, unstructured
+from . import distill, pipelines, quantization, structured, transfer, unstructured
 from .baseline import baseline
 
 _FOUND = {"baseline": baseline, **unstructured.REGISTRY, **structured.REGISTRY, **quantization.REGISTRY,
-          **distill.REGISTRY, **pipelines.REGISTRY}
+          **distill.REGISTRY, **pipelines.REGISTRY, **transfer.REGISTRY}
 if set(_FOUND) != set(TECHNIQUES):  # a key without a driver, or a driver without a key, is a bug here
     raise RuntimeError(f"drivers {sorted(set(_FOUND) ^ set(TECHNIQUES))} do not match shared.techniques")
 

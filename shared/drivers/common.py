@@ -22,7 +22,7 @@ def baseline_path(ctx, backend, cell):
 
 def load_baseline(backend, ctx, cell, width: float | None = None):
     """The trained baseline of this run (same arch and seed), rebuilt from its safetensors checkpoint."""
-    model = backend.build(cell.arch, width=ctx.preset.width if width is None else width)
+    model = backend.build(cell.arch, width=ctx.preset.width if width is None else width, **ctx.network)
     return backend.import_state(model, neutral.load(baseline_path(ctx, backend, cell)))
 
 
@@ -35,7 +35,8 @@ def finetune_data(ctx, budget: Budget) -> data_mod.Dataset:
     ds = ctx.dataset
     if budget.images is None:
         return ds
-    return data_mod.Dataset(data_mod.stratified_subset(ds.train, budget.images), ds.val, ds.test, ds.source)
+    return data_mod.Dataset(data_mod.stratified_subset(ds.train, budget.images), ds.val, ds.test, ds.source,
+                            ds.classes)
 
 
 def total_steps(ctx, budget: Budget) -> int:

@@ -19,7 +19,8 @@ STUDENT_BUDGET = Budget(1.0, 1.0, "baseline")
 
 def build_student(backend, ctx, cell):
     # Seeded: kd and kd_control of one seed start from the same student.
-    return backend.build(cell.arch, width=cell_student_width(ctx.preset, cell.settings), seed=cell.seed)
+    return backend.build(cell.arch, width=cell_student_width(ctx.preset, cell.settings), seed=cell.seed,
+                         **ctx.network)
 
 
 def train_student(backend, ctx, cell, student, label: str, teacher=None, temperature=None, alpha=None) -> dict:

@@ -18,7 +18,7 @@ def _student(backend, ctx, cell):
     """The ``kd`` cell's student of this run if it exists, else distilled here with the same protocol."""
     path = ctx.checkpoint_path(backend.name, cell.arch, cell.seed, name=KD_STUDENT)
     if path.exists():
-        student = backend.build(cell.arch, width=cell_student_width(ctx.preset, {}))
+        student = backend.build(cell.arch, width=cell_student_width(ctx.preset, {}), **ctx.network)
         return backend.import_state(student, neutral.load(path))
     p = ctx.preset.protocol
     return distill.distilled_student(backend, ctx, cell, p.kd_temperature, p.kd_alpha, save=False)[0]

@@ -108,7 +108,7 @@ def prune(backend, ctx, cell) -> dict:
 
 def _val_scorer(backend, ctx, baseline):
     """Validation accuracy of a neutral state, imported into a probe network of the baseline's shape."""
-    probe = backend.build(baseline.arch, widths=baseline.widths)
+    probe = backend.build(baseline.arch, widths=baseline.widths, **ctx.network)
 
     def val_accuracy(state: dict) -> float:
         backend.import_state(probe, state)

@@ -13,7 +13,8 @@ from . import stats
 
 FRAMEWORKS = ("pytorch", "keras")
 FRAMEWORK_NAMES = {"pytorch": "PyTorch", "keras": "Keras"}
-ARCH_NAMES = {"vgg16": "VGG-16", "resnet18": "ResNet-18", "cnn": "CNN", "cnn_dropout": "CNN + dropout"}
+ARCH_NAMES = {"vgg16": "VGG-16", "resnet18": "ResNet-18", "cnn": "CNN", "cnn_dropout": "CNN + dropout",
+              "resnet50": "ResNet-50", "vgg16_imagenet": "VGG-16 (ImageNet)"}
 POINT_KEYS = ["framework", "arch", "technique", "settings_key", "controlled"]
 PRUNE_UNSTRUCTURED = ("prune_global", "prune_gradual", "prune_gradual_layerwise", "prune_layerwise", "prune_random")
 

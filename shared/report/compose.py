@@ -15,6 +15,7 @@ from .provenance import provenance_section
 from .runtimes import runtimes_section
 from .style import figure_style, save
 from .tables import framework_pairs, headline_section, side_by_side_section
+from .transfer import transfer_section
 
 
 def figures_section(data: figures.Data, figures_dir: Path) -> list:
@@ -92,7 +93,7 @@ def build_blocks(all_rows: list[dict], figures_dir: Path, titles: tuple[str, str
                  f"directory, or pass `--fingerprint {f}`." for (f, p), n in sorted(left_out.items())]
     left_text += [f"unreadable row file `{p}` (moved aside; the next run reruns its cell)." for p in corrupt]
     blocks = [Heading(title, 1), intro, *[Para(f"**Left out:** {t}") for t in left_text],
-              *headline_section(picks, base, cells), *runtimes_section(cells, picks),
+              *headline_section(picks, base, cells), *transfer_section(points, base), *runtimes_section(cells, picks),
               *paper_section(points, picks, base),
               *side_by_side_section(pairs),
               *figures_section(figures.Data(cells, points, base), figures_dir),

@@ -74,7 +74,7 @@ PRESETS: dict[str, Preset] = {
     # classes, transferred to cat vs dog with Hymenoptera's scale (250 training, 150 validation images), then
     # compressed. The recipe is the target's: 10 steps of 24 per epoch, 30 epochs (15 head + 15 fine-tune).
     # Not batch 25: PyTorch 2.14.1's CPU backward of the filter-pruned ResNet-18 (widths 12..96, channels_last,
-    # 2 threads) corrupts the heap at batch 25 and not at 24, 26, 32 or 50 (AVX-512 Zen 5, reproduced with a
+    # 2 threads) corrupts the heap at batch 25 and not at 24, 26, 32 or 50 (a 2-core AVX-512 + AMX Xeon; reproduced with a
     # plain loop outside this project's code); the Keras suite aborted in the same cell.
     "transfer": Preset(
         name="transfer",

@@ -236,7 +236,8 @@ def test_fixture_covers_every_technique_both_frameworks_and_archs():
     for fw in ("pytorch", "keras"):
         for arch in ("vgg16", "resnet18"):
             have = {r["technique"] for r in rows if r["framework"] == fw and r["arch"] == arch}
-            assert have == set(TECHNIQUES) - ({"filter_li_a"} if arch == "resnet18" else set())
+            # ``transfer`` is a transfer preset's (its table: tests/test_transfer.py)
+            assert have == set(TECHNIQUES) - {"transfer"} - ({"filter_li_a"} if arch == "resnet18" else set())
     statuses = [(r["framework"], r["arch"], r["technique"], r["status"]) for r in rows if r["status"] != "ok"]
     assert sorted(set(statuses)) == [("keras", "resnet18", "int8_qat", "not_implemented"),
                                      ("keras", "vgg16", "pipeline_prune_int8", "failed")]

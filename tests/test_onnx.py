@@ -98,11 +98,11 @@ def test_tflite_int8_on_ort_computes_what_litert_computes(tf_backend, tmp_path):
     assert entry["quantization"]["input"][2] == "int8"  # quantized inside the timed call, as on LiteRT
     ort = onnx_runtime.OrtRunner(tmp_path / entry["file"], 2, "NHWC", entry["quantization"]).logits(x)
     step = float(np.max(np.abs(lite))) / 127  # one output quantization step
-    # Without VNNI, ORT's x86 int8 kernels sum u8 x s8 pairs in saturating 16-bit lanes (vpmaddubsw; its
-    # quantizer's reduce_range exists for such CPUs) where LiteRT does not: 1.5 steps apart measured on an
-    # AVX2-only EPYC, within 1 on AVX-512 VNNI.
-    vnni = {"avx512_vnni", "avx_vnni"} & set(provenance.cpu_info()["cpu_flags"])
-    allowed = step if vnni else 2 * step
+    # Two int8 runtimes round their requantizations differently, and an off-by-one step in one layer carries
+    # through the rest: measured 1.5 steps apart on an AVX2-only EPYC (ORT sums u8 x s8 pairs in saturating
+    # 16-bit lanes there), within 1 on a Zen 5 with AVX-512 VNNI, 1.48 on a Xeon with AMX. Two steps bound
+    # them all.
+    allowed = 2 * step
     assert entry["parity_max_abs"] <= allowed and np.max(np.abs(ort - lite)) <= allowed
     assert (ort.argmax(1) == lite.argmax(1)).mean() >= 0.75
 

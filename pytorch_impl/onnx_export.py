@@ -17,14 +17,15 @@ EXPORTER = f"torch.onnx.export (dynamo), torch {torch.__version__}"
 def export(model: torch.nn.Module, path: Path) -> dict:
     """Write ``model`` (float) as ``path``; return its sidecar entry (layout NCHW)."""
     model = model.to("cpu").eval()
-    example = torch.zeros(2, 3, 32, 32)  # a batch of 2: a batch of 1 would be specialised into the graph
+    hw = model.plan.input_hw
+    example = torch.zeros(2, 3, hw, hw)  # a batch of 2: a batch of 1 would be specialised into the graph
     batch = torch.export.Dim("batch", min=1, max=1024)
     with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates its steps
         program = torch.onnx.export(model, (example,), dynamo=True, opset_version=onnx_runtime.OPSET,
                                     input_names=["x"], output_names=["logits"],
                                     dynamic_shapes={"x": {0: batch}}, verbose=False)
     write_atomic(path, lambda tmp: program.save(tmp, external_data=False))
-    probe = onnx_runtime.probe_batch()
+    probe = onnx_runtime.probe_batch(hw=hw)
     with torch.no_grad():
         source = model(torch.from_numpy(probe).permute(0, 3, 1, 2).contiguous()).numpy()
     return onnx_runtime.entry(path, "onnx_fp32", "fp32", "NCHW", EXPORTER,

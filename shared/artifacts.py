@@ -27,14 +27,15 @@ ARTIFACTS_DIR = "artifacts"
 # What every artifact expects as input (both frameworks are fed the same numbers; the layout is each
 # runtime's own and is stated per file).
 INPUT_CONVENTION = {
-    "images": f"RGB, {specs.INPUT_HW}x{specs.INPUT_HW}, uint8 0..255 scaled to float32 as (x - mean) / std",
+    "images": f"RGB, input_hw x input_hw (the sidecar's; {specs.INPUT_HW} for the CIFAR networks, "
+              f"{specs.IMAGENET_HW} for the ImageNet ones), uint8 0..255 scaled to float32 as (x - mean) / std",
     "mean": [m * 255 for m in data_mod.MEAN],
     "std": [s * 255 for s in data_mod.STD],
     "layout": {"pytorch-eager": "NCHW tensor in channels_last memory format (model converted to channels_last)",
                "tensorflow": "NHWC float32", "litert": "NHWC float32 (int8 models quantize it inside the call)",
                "onnxruntime": "float32, the exporter's layout (the entry's 'layout': NCHW from PyTorch, NHWC "
                               "from Keras)"},
-    "output": "float32 logits, 10 classes",
+    "output": "float32 logits, num_classes of them (the sidecar's)",
 }
 
 
@@ -83,6 +84,7 @@ def save(backend, artifact, out_dir, cell, preset_name: str, widths, network: di
         "settings": cell.settings, "seed": cell.seed, "preset": preset_name, "fingerprint": cell.fingerprint,
         "widths": list(widths) if widths is not None else None,
         "num_classes": int(network["num_classes"]),
+        "input_hw": specs.input_hw(cell.arch),
         "head": None if network["head"] is None else dataclasses.asdict(network["head"]),
         "controlled": bool(cell.settings.get("controlled")),
         "reference": reference_id(cell),

@@ -68,11 +68,13 @@ def runner(sidecar: dict, artifacts_dir, threads: int) -> OrtRunner:
     return OrtRunner(Path(artifacts_dir) / entry["file"], threads, entry["layout"], entry.get("quantization"))
 
 
-def probe_batch(n: int = 4, seed: int = 0) -> np.ndarray:
-    """Fixed normalised NHWC inputs on which an export is compared with its source framework."""
+def probe_batch(n: int = 4, seed: int = 0, hw: int | None = None) -> np.ndarray:
+    """Fixed normalised NHWC inputs on which an export is compared with its source framework; ``hw``: the
+    network's input side (default CIFAR's 32; the ImageNet networks take 224)."""
     from .specs import INPUT_CHANNELS, INPUT_HW
 
-    shape = (n, INPUT_HW, INPUT_HW, INPUT_CHANNELS)
+    hw = hw or INPUT_HW
+    shape = (n, hw, hw, INPUT_CHANNELS)
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 

@@ -31,10 +31,10 @@ def _exporter() -> str:
 
 def export(model, path: Path) -> dict:
     """Write the float Keras ``model`` as ``path``; return its sidecar entry (layout NHWC)."""
-    spec = (tf.TensorSpec((None, *onnx_runtime.probe_batch(1).shape[1:]), tf.float32, name="x"),)
+    probe = onnx_runtime.probe_batch(hw=int(model.input_shape[1]))
+    spec = (tf.TensorSpec((None, *probe.shape[1:]), tf.float32, name="x"),)
     proto, _ = _tf2onnx().convert.from_keras(model, input_signature=spec, opset=onnx_runtime.OPSET)
     write_atomic(path, lambda tmp: tmp.write_bytes(proto.SerializeToString()))
-    probe = onnx_runtime.probe_batch()
     source = model(probe, training=False).numpy()
     return onnx_runtime.entry(path, "onnx_fp32", "fp32", "NHWC", _exporter(),
                               onnx_runtime.parity(path, "NHWC", source, probe))
@@ -54,7 +54,7 @@ def export_tflite(content: bytes, path: Path, form: str, precision: str) -> dict
         quantization = {"input": [float(lite.input["quantization"][0]), int(lite.input["quantization"][1]),
                                   np.dtype(lite.input["dtype"]).name],
                         "output": [float(out["quantization"][0]), int(out["quantization"][1])]}
-    probe = onnx_runtime.probe_batch()
+    probe = onnx_runtime.probe_batch(hw=int(lite.input["shape"][1]))
     source = np.asarray(lite.logits(probe))
     return onnx_runtime.entry(path, form, precision, "NHWC", _exporter() + " (from the .tflite)",
                               onnx_runtime.parity(path, "NHWC", source, probe, quantization), quantization)

@@ -68,6 +68,20 @@ def test_float_exports_match_their_source_framework(framework, arch, tmp_path, r
         np.testing.assert_allclose(got, source_logits(model, x), atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("framework", SUITES)
+def test_an_imagenet_network_exports_at_its_own_input_size(framework, tmp_path, request):
+    import importlib
+
+    fixture, module, layout, source_logits = SUITES[framework]
+    backend, export = request.getfixturevalue(fixture), importlib.import_module(module).export
+    model = backend.build("resnet50", width=WIDTH, seed=0)
+    entry = export(model, tmp_path / "r50.onnx")  # its parity probe is 224 x 224, or the export fails
+    x = onnx_runtime.probe_batch(2, seed=3, hw=224)
+    runner = onnx_runtime.OrtRunner(tmp_path / entry["file"], 2, layout)
+    assert runner.session.get_inputs()[0].shape[1:] == ([3, 224, 224] if layout == "NCHW" else [224, 224, 3])
+    np.testing.assert_allclose(runner.logits(x), source_logits(model, x), atol=1e-4, rtol=0)
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_identical_weights_exported_from_both_frameworks_agree_on_ort(pt_backend, tf_backend, arch, tmp_path):
     """The same-runtime comparison's premise: the two exporters' graphs compute the same function."""

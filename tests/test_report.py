@@ -867,3 +867,25 @@ def test_a_tie_goes_to_the_setting_that_ran_as_named():
     assert chosen(points, base).iloc[0]["label"] == "observer=minmax"
     points = pd.DataFrame([point("histogram", False), point("minmax", False)])  # both genuine: the first
     assert chosen(points, base).iloc[0]["label"] == "observer=histogram"
+
+
+def test_the_noise_table_counts_models_whose_two_loads_disagree():
+    from shared.report.runtimes import noise_table
+
+    def entry(agree_b1, copies=True):
+        e = {"noise": {"b1": {"speedup": 1.0, "ci95": [0.95, 1.05]}, "b64": {"speedup": 1.0, "ci95": [0.98, 1.02]}},
+             "speedup_b1_ci95": [0.9, 1.1], "speedup_b64_ci95": [0.95, 1.05]}
+        if copies:
+            e["copies"] = {"b1": {"agree": agree_b1}, "b64": {"agree": True}}
+        return e
+
+    def cell(arch, e):
+        return {"status": "ok", "fw_i": 0, "arch_i": 0 if arch == "vgg16" else 1, "framework": "pytorch",
+                "arch": arch, "row": {"timings": {"pytorch-eager": e}}}
+
+    cells = pd.DataFrame([cell("vgg16", entry(True)), cell("vgg16", entry(False)), cell("vgg16", entry(True)),
+                          cell("resnet18", entry(True, copies=False))])  # timed before two loads per model
+    table = noise_table(cells)[-1]
+    got = {r[1]: dict(zip(table.columns, r)) for r in table.rows}
+    assert (got["VGG-16"]["Loads disagree b1"], got["VGG-16"]["Loads disagree b64"]) == ("1 / 3", "0 / 3")
+    assert got["ResNet-18"]["Loads disagree b1"] == "—"

@@ -1,4 +1,5 @@
 """Runs a user can trust: one writer per results directory, and Ctrl-C that leaves no orphan behind."""
+import argparse
 import json
 import os
 import signal
@@ -188,3 +189,29 @@ def test_a_suite_past_its_memory_bound_restarts_itself_between_cells_and_finishe
     rows = [json.loads(p.read_text()) for p in (out / "rows").glob("*.json")]
     assert sorted(r["arch"] for r in rows) == ["resnet18", "vgg16"] and all(r["status"] == "ok" for r in rows)
     assert not (out / LOCK_NAME).exists()
+
+
+def test_a_suite_killed_by_a_signal_is_reported_as_a_crash_with_the_resume_command(tmp_path, monkeypatch, capsys):
+    """A native crash (SIGABRT from heap corruption) is not exit 0: the run says so, goes on to the other
+    suite and the report, and exits 128 + the signal."""
+    from shared import cli
+
+    ran = []
+
+    def suite(cmd):
+        ran.append(cmd[2])
+        crash = "import os, signal; os.kill(os.getpid(), signal.SIGABRT)"
+        return cli_call_child([sys.executable, "-c", crash if cmd[2] == "pytorch_impl" else "pass"])
+
+    cli_call_child = cli.call_child
+    monkeypatch.setattr(cli, "call_child", suite)
+    monkeypatch.setattr(cli, "time_all", lambda args: 0)
+    monkeypatch.setattr("shared.report.write_report", lambda out: f"report for {out}")
+    rc = cli.run_all(argparse.Namespace(
+        command="run", preset="smoke", out=tmp_path, data_dir=None, arch=None, technique=None, controlled=False,
+        data=None, pretrained=None, width=None, verbose=False, framework=None, executor="local"),
+        "python -m shared run --preset smoke")
+    err = capsys.readouterr().err
+    assert rc == 128 + signal.SIGABRT and ran == ["pytorch_impl", "tensorflow_impl"]
+    assert (f"shared: pytorch_impl crashed (signal {int(signal.SIGABRT)}); finished cells are kept, the rest did "
+            f"not run. Resume with: python -m shared run --preset smoke") in err

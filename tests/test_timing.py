@@ -87,11 +87,11 @@ class FakeTiming:
         return {"git_commit": "abc"}
 
 
-def write_sidecars(out, techniques=("baseline", "fast", "same")):
-    ref = "fake__vgg16__baseline__x__fp__s0"
+def write_sidecars(out, techniques=("baseline", "fast", "same"), arch="vgg16"):
+    ref = f"fake__{arch}__baseline__x__fp__s0"
     for tech in techniques:
-        cid = f"fake__vgg16__{tech}__x__fp__s0"
-        sidecar = {"cell_id": cid, "framework": "fake", "arch": "vgg16", "technique": tech, "settings": {},
+        cid = f"fake__{arch}__{tech}__x__fp__s0"
+        sidecar = {"cell_id": cid, "framework": "fake", "arch": arch, "technique": tech, "settings": {},
                    "seed": 0, "fingerprint": "fp", "controlled": False, "reference": ref,
                    "runtimes": {"rt": {"file": f"{cid}.bin", "form": "x", "precision": "fp32"}}}
         path = artifacts.sidecar_path(out, cid)
@@ -105,8 +105,9 @@ def test_a_real_speedup_is_measured_against_the_reference_with_an_aa_pair(tmp_pa
     backend = FakeTiming()
     counts = timing.run_timing(backend, tmp_path, PROTOCOL, log=lambda _: None, load_probe=lambda: QUIET)
     assert counts == {"timed": 3, "skipped": 0, "contended": 0}
-    assert sorted(backend.loaded) == sorted([(f"fake__vgg16__{t}__x__fp__s0", "rt")
-                                             for t in ("baseline", "fast", "same")] + [(ref, "rt")])  # A/A copy
+    # every artifact loaded twice (two independent copies in the same rounds), the reference's second is the A/A
+    assert sorted(backend.loaded) == sorted(2 * [(f"fake__vgg16__{t}__x__fp__s0", "rt")
+                                                 for t in ("baseline", "fast", "same")])
     got = timing.read_timings(tmp_path)
     fast = got["fake__vgg16__fast__x__fp__s0"]["runtimes"]["rt"]
     same = got["fake__vgg16__same__x__fp__s0"]["runtimes"]["rt"]
@@ -115,10 +116,59 @@ def test_a_real_speedup_is_measured_against_the_reference_with_an_aa_pair(tmp_pa
     assert same["speedup_b1_ci95"][0] < 1.3 and same["speedup_b1_ci95"][1] > 0.8
     assert set(fast["noise"]) == {"b1", "b4"} and 0.7 < fast["noise"]["b1"]["speedup"] < 1.4
     assert fast["latency_b4_ms_median"] > fast["latency_b1_ms_median"] and not fast["contended"]
+    copies = fast["copies"]["b1"]
+    assert copies["agree"] and fast["copies_per_artifact"] == 2
+    assert fast["speedup_b1"] == pytest.approx((copies["first"]["speedup"] + copies["second"]["speedup"]) / 2)
+    assert fast["speedup_b1_ci95"] == [min(copies["first"]["ci95"][0], copies["second"]["ci95"][0]),
+                                       max(copies["first"]["ci95"][1], copies["second"]["ci95"][1])]
     # a rerun finds the group done; --retime times it again
     assert timing.run_timing(backend, tmp_path, PROTOCOL, log=lambda _: None, load_probe=lambda: QUIET)["skipped"] == 3
     assert timing.run_timing(backend, tmp_path, PROTOCOL, retime=True, log=lambda _: None,
                              load_probe=lambda: QUIET)["timed"] == 3
+
+
+def test_two_loads_of_one_artifact_that_disagree_get_no_verdict(tmp_path, quiet_meter):
+    """An artifact whose second load runs 3x slower than its first (as two loads of one LiteRT model once
+    did at b1): each copy alone reads a clear speedup or slowdown, the entry's CI spans both, so the report
+    calls it no measurable change."""
+    from shared.report.latency import NO_CHANGE, verdict
+
+    class SecondLoadSlow(FakeTiming):
+        SECONDS = {"baseline": 0.002, "fast": 0.001, "same": 0.002}
+
+        def runner(self, sidecar, runtime, artifacts_dir, threads):
+            loads = [cid for cid, _ in self.loaded].count(sidecar["cell_id"])
+            inner = super().runner(sidecar, runtime, artifacts_dir, threads)
+            if sidecar["technique"] == "fast" and loads == 1:
+                inner.seconds *= 6  # the second copy: 0.006 s, 3x slower than the baseline
+            return inner
+
+    write_sidecars(tmp_path)
+    timing.run_timing(SecondLoadSlow(), tmp_path, PROTOCOL, log=lambda _: None, load_probe=lambda: QUIET)
+    fast = timing.read_timings(tmp_path)["fake__vgg16__fast__x__fp__s0"]["runtimes"]["rt"]
+    copies = fast["copies"]["b1"]
+    assert copies["first"]["ci95"][0] > 1.5 and copies["second"]["ci95"][1] < 0.5 and not copies["agree"]
+    assert copies["between"]["speedup"] == pytest.approx(1 / 6, rel=0.2)  # first copy's time / second's
+    lo, hi = fast["speedup_b1_ci95"]
+    assert lo < 1 < hi and verdict(fast["speedup_b1"], lo, hi, 0.0) == NO_CHANGE
+
+
+def test_an_imagenet_group_is_timed_on_its_own_input_size(tmp_path, quiet_meter):
+    shapes = []
+
+    class ShapeRecorder(FakeTiming):
+        def runner(self, sidecar, runtime, artifacts_dir, threads):
+            inner = super().runner(sidecar, runtime, artifacts_dir, threads)
+
+            def make_input(x):
+                shapes.append(x.shape)
+                return x
+            inner.make_input = make_input
+            return inner
+
+    write_sidecars(tmp_path, arch="resnet50")
+    timing.run_timing(ShapeRecorder(), tmp_path, PROTOCOL, log=lambda _: None, load_probe=lambda: QUIET)
+    assert sorted(set(shapes)) == [(1, 224, 224, 3), (4, 224, 224, 3)]
 
 
 def test_the_timing_pass_refuses_a_busy_machine(tmp_path, quiet_meter):

@@ -90,4 +90,6 @@ SPEEDUP_NOTE = (
     "**Speedups** are the same framework's fp32 baseline latency over the model's, both timed by the timing "
     "pass (`python -m shared time`) on the same runtime, interleaved in rounds on a quiet machine; the bracket is "
     "a paired bootstrap 95% CI over rounds. **≈** marks no measurable change: the CI contains 1, or the change is "
-    "within the A/A noise of its group (the baseline timed against a second copy of itself in the same rounds).")
+    "within the A/A noise of its group (the baseline timed against a second copy of itself in the same rounds). "
+    "Every model is loaded twice and timed as two copies in those rounds; the speedup is the two copies' mean and "
+    "its CI spans both, so a verdict holds for either load.")

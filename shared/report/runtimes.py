@@ -19,25 +19,35 @@ def noise_table(cells: pd.DataFrame) -> list:
             if e.get("contended"):
                 continue
             key = (c["fw_i"], c["arch_i"], c["framework"], c["arch"], runtime)
-            rec = recs.setdefault(key, {f"aa_b{b}": [] for b in BATCH_SIZES} | {f"ci_b{b}": [] for b in BATCH_SIZES})
+            rec = recs.setdefault(key, {f"{k}_b{b}": [] for b in BATCH_SIZES for k in ("aa", "ci", "agree")})
             for b in BATCH_SIZES:
                 if f"speedup_b{b}_ci95" in e:
                     lo, hi = e[f"speedup_b{b}_ci95"]
                     rec[f"ci_b{b}"].append((hi - lo) / 2)
                     rec[f"aa_b{b}"].append(noise_halfwidth(e["noise"][f"b{b}"]))
+                    if f"b{b}" in e.get("copies", {}):  # timings before two loads per artifact have none
+                        rec[f"agree_b{b}"].append(e["copies"][f"b{b}"]["agree"])
     rows = []
     for (_, _, fw, arch, runtime), rec in sorted(recs.items(), key=lambda kv: kv[0][:2] + (kv[0][4],)):
         rows.append([FRAMEWORK_NAMES.get(fw, fw), ARCH_NAMES.get(arch, arch), RUNTIME_NAMES.get(runtime, runtime),
                      *[f"±{max(rec[f'aa_b{b}']):.3f}" if rec[f"aa_b{b}"] else fmt.DASH for b in BATCH_SIZES],
-                     *[f"±{np.median(rec[f'ci_b{b}']):.3f}" if rec[f"ci_b{b}"] else fmt.DASH for b in BATCH_SIZES]])
+                     *[f"±{np.median(rec[f'ci_b{b}']):.3f}" if rec[f"ci_b{b}"] else fmt.DASH for b in BATCH_SIZES],
+                     *[_disagreeing(rec[f"agree_b{b}"]) for b in BATCH_SIZES]])
     if not rows:
         return [Heading("Timing noise", 3), Para("No timings: run `python -m shared time OUT` on a quiet machine.")]
     return [Heading("Timing noise", 3),
             Para("A/A: the baseline timed against a second copy of itself in the same rounds; its distance from "
                  "1× (largest over seeds) is the smallest change a speedup must exceed to count as measured. The "
-                 "speedup CI column is the median half-width of the 95% CIs of every model timed there."),
+                 "speedup CI column is the median half-width of the 95% CIs of every model timed there. Every "
+                 "model is loaded twice and both copies run in the same rounds; a speedup's CI spans both copies' "
+                 "CIs, and the last columns count the models whose two loads disagree (CIs apart)."),
             Table(["Framework", "Arch", "Runtime", *[f"A/A b{b}" for b in BATCH_SIZES],
-                   *[f"Speedup CI b{b} (median)" for b in BATCH_SIZES]], rows)]
+                   *[f"Speedup CI b{b} (median)" for b in BATCH_SIZES],
+                   *[f"Loads disagree b{b}" for b in BATCH_SIZES]], rows)]
+
+
+def _disagreeing(agree: list[bool]) -> str:
+    return f"{agree.count(False)} / {len(agree)}" if agree else fmt.DASH
 
 
 def by_runtime_table(chosen: pd.DataFrame) -> list:

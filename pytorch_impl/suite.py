@@ -27,6 +27,9 @@ def backend(preset) -> TorchBackend:
     return TorchBackend()
 
 
-def run(preset, out_dir, **kwargs) -> list[dict]:
+def run(preset, out_dir, threads: int | None = None, **kwargs) -> list[dict]:
+    """``threads``: torch's intra-op threads for training (an executor's cell on N CPUs); default torch's own."""
+    if threads:
+        torch.set_num_threads(threads)
     return run_suite(backend(preset), preset, out_dir,
-                     environment=lambda: environment(preset.measure.threads), **kwargs)
+                     environment=lambda: environment(threads or preset.measure.threads), **kwargs)

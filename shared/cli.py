@@ -25,6 +25,8 @@ from .specs import ALL_ARCHS, ARCHS
 from .techniques import TECHNIQUES
 
 SUITES = ("pytorch_impl", "tensorflow_impl")
+EXECUTORS = ("local", "ray")
+RETRIES = 2  # shared.ray_executor.RETRIES (not imported: ray loads only for --executor ray)
 PARENT_ENV = "CNN_STUDY_UNDER_SHARED_RUN"  # set for the suites shared run starts
 RESTART_ENV = "CNN_STUDY_RESTARTED_RUN"  # what a suite run restarted for memory had done (runner.RestartForMemory)
 
@@ -61,6 +63,15 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--controlled", action="store_true",
                    help="controlled mode: the Keras suite starts from the PyTorch baseline of --out instead of "
                         "training its own (rows marked controlled; the PyTorch suite runs as usual)")
+    ex = p.add_argument_group("executor", "where the cells run (shared.ray_executor)")
+    ex.add_argument("--executor", choices=EXECUTORS, default="local",
+                    help="local: one process per suite, cells in sequence (default); ray: every cell a Ray task")
+    ex.add_argument("--address", default=None,
+                    help="a running Ray cluster (`ray start --head` prints it; default: a local one)")
+    ex.add_argument("--cpus-per-cell", type=float, default=1.0, help="Ray: CPUs per cell (its training threads)")
+    ex.add_argument("--gpus-per-cell", type=float, default=0.0, help="Ray: GPUs per cell")
+    ex.add_argument("--retries", type=int, default=RETRIES,
+                    help=f"Ray: retries of a cell whose worker dies (default {RETRIES}), then it is recorded failed")
 
 
 def _time_args(p: argparse.ArgumentParser) -> None:
@@ -172,6 +183,8 @@ def suite_main(package: str, argv=None) -> int:
         print(f"{package}: cannot start: {exc}", file=sys.stderr)
         return 2
     console.configure(args.verbose)
+    if args.executor == "ray":  # this process only schedules: the framework loads in the workers
+        return ray_run(args, preset, [framework], command, t0)
     with console.quiet_native():  # the framework loads only for a run that can start
         suite = importlib.import_module(f"{package}.suite")
     carried = json.loads(os.environ.get(RESTART_ENV, "null"))  # set by this run's earlier process, if any
@@ -202,6 +215,31 @@ def suite_main(package: str, argv=None) -> int:
     print(f"{package}: {len(rows)} cells run, {len(failed)} failed, {time.time() - t0:.0f}s -> {args.out}")
     for cid in failed:
         print(f"  failed: {cid} (see its row's 'error')")
+    return 1 if failed else 0
+
+
+def ray_run(args, preset, frameworks: list[str], command: str, t0: float, lock: bool = True) -> int:
+    """The cells of ``frameworks`` as Ray tasks (``shared.ray_executor``), under the run's lock."""
+    import contextlib
+
+    from .ray_executor import RaySettings, run_ray
+
+    settings = RaySettings(address=args.address, cpus_per_cell=args.cpus_per_cell, gpus_per_cell=args.gpus_per_cell,
+                           retries=args.retries)
+    try:
+        with RunLock(args.out, command) if lock else contextlib.nullcontext():
+            rows = run_ray(preset, args.out, frameworks, settings=settings, techniques=args.technique,
+                           archs=args.arch, controlled=args.controlled, data_dir=args.data_dir, command=command)
+    except LockedError as exc:
+        print(f"shared: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"shared: interrupted; finished cells are kept. Resume with: {command}", file=sys.stderr)
+        return 130
+    failed = [r["cell_id"] for r in rows if r["status"] != "ok"]
+    print(f"ray: {len(rows)} cells run, {len(failed)} not ok, {time.time() - t0:.0f}s -> {args.out}")
+    for cid in failed:
+        print(f"  not ok: {cid} (see its row's 'error')")
     return 1 if failed else 0
 
 
@@ -326,8 +364,10 @@ def plan_calibrations(preset, suites, stated: list[Path]) -> dict[str, dict]:
 def run_all(args, command: str) -> int:
     if args.command == "time":
         return time_all(args)
-    status = 0
-    for package in args.framework or SUITES:
+    status = ray_all(args, command) if args.executor == "ray" else None
+    if status in (2, 130):
+        return status
+    for package in [] if status is not None else args.framework or SUITES:
         cmd = [sys.executable, "-m", package, "run", "--preset", args.preset, "--out", str(args.out)]
         cmd += ["--data-dir", args.data_dir] if args.data_dir else []
         for a in args.arch or []:
@@ -349,7 +389,7 @@ def run_all(args, command: str) -> int:
             if child == 130:
                 print(f"shared: interrupted; finished cells are kept. Resume with: {command}", file=sys.stderr)
             return child
-        status = max(status, child)
+        status = max(status or 0, child)
     # the timing pass last, after every training cell: nothing else of the study runs while it times
     timing_status = time_all(argparse.Namespace(out=args.out, force=False, retime=False, framework=args.framework))
     if timing_status == 2:
@@ -358,4 +398,24 @@ def run_all(args, command: str) -> int:
     from .report import write_report
 
     print(write_report(args.out))
-    return status
+    return status or 0
+
+
+def ray_all(args, command: str) -> int:
+    """Both suites' cells in one Ray DAG (controlled Keras cells wait for the PyTorch baseline of the run);
+    each suite's preflight first, as its own process would run it."""
+    from .listing import FRAMEWORKS
+
+    try:
+        preset = with_overrides(get_preset(args.preset), data=args.data, width=args.width, archs=args.arch,
+                                pretrained=args.pretrained)
+        packages = args.framework or SUITES
+        for package in packages:
+            fw = FRAMEWORKS[package]
+            preflight(fw, package, preset, args.out, data_dir=args.data_dir, techniques=args.technique,
+                      archs=args.arch,
+                      controlled=args.controlled and fw != "pytorch" and "pytorch_impl" not in packages)
+    except (ValueError, PreflightError) as exc:
+        print(f"shared: cannot start: {exc}", file=sys.stderr)
+        return 2
+    return ray_run(args, preset, [FRAMEWORKS[p] for p in packages], command, time.time(), lock=False)

@@ -372,6 +372,26 @@ def estimate(preset, calibration: dict, cells, count) -> dict[str, float]:
     return out
 
 
+def macs_calibration(preset, framework: str, seconds_per_gmac: float = 1.0) -> dict:
+    """A calibration priced in MACs alone (a training step 3x an inference, no fixed costs): no machine's
+    figures, but the dry run over it orders cells by length (the Ray executor's longest-first)."""
+    unit = seconds_per_gmac * 1e-9
+    out = {"framework": framework, "preset": preset.name, "networks": {}, "int8": {}}
+    for arch in preset.archs:
+        nets = []
+        for width in sorted({preset.width, student_width(preset.width, preset.protocol)}):
+            macs = specs.count_macs(specs.plan(arch, 10, widths=specs.resolve_widths(arch, width, None)))
+            step = {"per_call_s": 0.0, "per_unit_s": 3 * macs * unit * preset.recipe.batch_size}
+            nets.append({"width": width, "macs": macs, "train_step": step,
+                         "eval_image": {"per_call_s": 0.0, "per_unit_s": macs * unit}, "first_eval_s": 0.0})
+        macs = nets[-1]["macs"]
+        out["networks"][arch] = nets
+        out["int8"][arch] = {"convert_s": 0.0, "eval_image_s": macs * unit, "prepare_qat_s": 0.0,
+                             "qat_step": {"per_call_s": 0.0, "per_unit_s": 6 * macs * unit * preset.recipe.batch_size},
+                             "artifact_float_s": 0.0, "artifact_int8_s": 0.0}
+    return out
+
+
 def load_calibration(path) -> dict:
     data = json.loads(Path(path).read_text())
     for key in ("framework", "networks", "int8"):

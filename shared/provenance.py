@@ -18,8 +18,13 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_b
 REPO = Path(__file__).resolve().parent.parent
 
 
+COMMIT_ENV = "CNN_STUDY_GIT_COMMIT"  # set by the Ray driver for workers that run a shipped copy of the code
+
+
 @lru_cache(maxsize=1)
 def git_commit() -> str:
+    if os.environ.get(COMMIT_ENV):
+        return os.environ[COMMIT_ENV]
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
@@ -61,6 +66,7 @@ def environment(framework: str, device: str, threads: int) -> dict:
         "threads": threads,
         "git_commit": git_commit(),
         "platform": platform.platform(),
+        "host": platform.node(),
         **cpu_info(),
         "versions": versions(),
     }

@@ -162,8 +162,10 @@ def preset_points(technique: str, arch: str, preset: Preset) -> list[dict]:
 
 def run_suite(backend, preset: Preset, out_dir, *, data_dir=None, archs=None, techniques=None, log=print,
               environment: Callable[[], dict] = dict, command: str | None = None,
-              controlled: bool = False, dataset: data_mod.Dataset | None = None) -> list[dict]:
-    """Run every unfinished cell of ``backend``'s framework; return the rows written by this call."""
+              controlled: bool = False, dataset: data_mod.Dataset | None = None,
+              only: frozenset[str] | None = None) -> list[dict]:
+    """Run every unfinished cell of ``backend``'s framework; return the rows written by this call.
+    ``only``: these cell ids alone (an executor's one cell per process)."""
     from .drivers import REGISTRY
 
     framework = backend.name
@@ -176,6 +178,8 @@ def run_suite(backend, preset: Preset, out_dir, *, data_dir=None, archs=None, te
                      _dataset=dataset, pretrained=None if preset.pretrained is None else Path(preset.pretrained))
     rows = []
     planned = plan_cells(framework, preset, techniques or TECHNIQUES, archs, controlled)
+    if only is not None:
+        planned = [c for c in planned if c.id in only]
     t_run = 0.0
     for k, cell in enumerate(planned, start=1):
         where = f"[{framework}] [{k}/{len(planned)}] {cell_label(cell)}"

@@ -35,11 +35,12 @@ def timing_backend(threads: int):
     return KerasTiming(threads)
 
 
-def backend(preset) -> KerasBackend:
-    configure_threads(preset.measure.threads)
+def backend(preset, threads: int | None = None) -> KerasBackend:
+    configure_threads(threads or preset.measure.threads)
     return KerasBackend(preset.recipe.weight_decay)
 
 
-def run(preset, out_dir, **kwargs) -> list[dict]:
-    return run_suite(backend(preset), preset, out_dir,
-                     environment=lambda: environment(preset.measure.threads), **kwargs)
+def run(preset, out_dir, threads: int | None = None, **kwargs) -> list[dict]:
+    """``threads``: TensorFlow's intra-op threads (an executor's cell on N CPUs); default the protocol's."""
+    return run_suite(backend(preset, threads), preset, out_dir,
+                     environment=lambda: environment(threads or preset.measure.threads), **kwargs)

@@ -59,6 +59,9 @@ def _run_args(p: argparse.ArgumentParser) -> None:
                         ".pth state_dict or a keras.applications VGG16 .h5 (instead of the preset's pretraining)")
     p.add_argument("--width", default=None, type=float,
                    help="the networks' width multiplier instead of the preset's (1: the published networks)")
+    p.add_argument("--seed", action="append", type=int, default=None,
+                   help="these seeds instead of the preset's (repeatable; the same configuration, so the cells of "
+                        "every seed report together as a spread)")
     p.add_argument("--verbose", action="store_true", help="show the libraries' logs and warnings too")
     p.add_argument("--controlled", action="store_true",
                    help="controlled mode: the Keras suite starts from the PyTorch baseline of --out instead of "
@@ -172,7 +175,7 @@ def suite_main(package: str, argv=None) -> int:
     command = " ".join(["python -m", package, *argv])
     try:
         preset = with_overrides(get_preset(args.preset), data=args.data, width=args.width, archs=args.arch,
-                                pretrained=args.pretrained)
+                                pretrained=args.pretrained, seeds=args.seed)
     except ValueError as exc:
         parser.error(str(exc))
     framework = "pytorch" if package == "pytorch_impl" else "keras"
@@ -378,6 +381,7 @@ def run_all(args, command: str) -> int:
         cmd += ["--data", args.data] if args.data else []
         cmd += ["--pretrained", str(args.pretrained)] if args.pretrained else []
         cmd += ["--width", str(args.width)] if args.width is not None else []
+        cmd += [a for s in args.seed or [] for a in ("--seed", str(s))]
         cmd += ["--verbose"] if args.verbose else []
         print("$ " + " ".join(cmd), flush=True)
         child = call_child(cmd)
@@ -408,7 +412,7 @@ def ray_all(args, command: str) -> int:
 
     try:
         preset = with_overrides(get_preset(args.preset), data=args.data, width=args.width, archs=args.arch,
-                                pretrained=args.pretrained)
+                                pretrained=args.pretrained, seeds=args.seed)
         packages = args.framework or SUITES
         for package in packages:
             fw = FRAMEWORKS[package]

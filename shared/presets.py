@@ -143,9 +143,10 @@ def fingerprint(preset: Preset) -> str:
 
 
 def with_overrides(preset: Preset, *, data: str | None = None, width: float | None = None, archs=None,
-                   pretrained=None) -> Preset:
-    """``preset`` with the command line's ``--data``, ``--width``, ``--arch`` and ``--pretrained``; each but
-    ``--arch`` is part of the fingerprint, so such a run never mixes its cells with the preset's own."""
+                   pretrained=None, seeds=None) -> Preset:
+    """``preset`` with the command line's ``--data``, ``--width``, ``--arch``, ``--pretrained`` and ``--seed``;
+    each but ``--arch`` and ``--seed`` is part of the fingerprint, so such a run never mixes its cells with the
+    preset's own (other seeds of one configuration are more of the same cells: they add a spread)."""
     from pathlib import Path
 
     from .specs import ALL_ARCHS
@@ -170,6 +171,10 @@ def with_overrides(preset: Preset, *, data: str | None = None, width: float | No
             raise ValueError(f"--pretrained starts a transfer preset's backbone; the {preset.name} preset trains "
                              f"from scratch: use --preset transfer")
         changes["pretrained"] = str(Path(pretrained).expanduser().resolve())
+    if seeds:
+        if any(not isinstance(s, int) or s < 0 for s in seeds):
+            raise ValueError(f"--seed {' '.join(map(str, seeds))}: give non-negative integers")
+        changes["seeds"] = tuple(sorted(set(seeds)))
     return replace(preset, **changes)
 
 

@@ -209,7 +209,7 @@ def test_a_suite_killed_by_a_signal_is_reported_as_a_crash_with_the_resume_comma
     monkeypatch.setattr("shared.report.write_report", lambda out: f"report for {out}")
     rc = cli.run_all(argparse.Namespace(
         command="run", preset="smoke", out=tmp_path, data_dir=None, arch=None, technique=None, controlled=False,
-        data=None, pretrained=None, width=None, verbose=False, framework=None, executor="local"),
+        data=None, pretrained=None, width=None, verbose=False, framework=None, executor="local", seed=None),
         "python -m shared run --preset smoke")
     err = capsys.readouterr().err
     assert rc == 128 + signal.SIGABRT and ran == ["pytorch_impl", "tensorflow_impl"]

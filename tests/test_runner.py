@@ -302,3 +302,24 @@ def test_a_process_past_its_memory_bound_stops_between_cells_and_only_while_work
     monkeypatch.setenv(runner.RESTART_ABOVE_ENV, "lots")
     with pytest.raises(ValueError, match="CNN_STUDY_RESTART_ABOVE_MIB='lots' is not a number of MiB"):
         runner.restart_bound(FAKE)
+
+
+def test_seed_overrides_add_cells_to_the_same_configuration_and_travel_to_the_suites(monkeypatch, tmp_path):
+    import argparse
+
+    from shared import cli
+    from shared.presets import fingerprint, get_preset, with_overrides
+
+    quick = get_preset("quick")
+    more = with_overrides(quick, seeds=[2, 1, 2])
+    assert more.seeds == (1, 2) and fingerprint(more) == fingerprint(quick)  # the same cells, other seeds
+    assert {c.seed for c in plan_cells("pytorch", more, ("baseline",), ("resnet18",))} == {1, 2}
+    with pytest.raises(ValueError, match="--seed -1: give non-negative integers"):
+        with_overrides(quick, seeds=[-1])
+    sent = []
+    monkeypatch.setattr(cli, "call_child", lambda cmd: sent.append(cmd) or 2)  # refused: stops after the first
+    args = argparse.Namespace(command="run", preset="quick", out=tmp_path, data_dir=None, arch=None, technique=None,
+                              controlled=False, data=None, pretrained=None, width=None, verbose=False,
+                              framework=None, executor="local", seed=[1, 2])
+    assert cli.run_all(args, "cmd") == 2
+    assert sent[0][-4:] == ["--seed", "1", "--seed", "2"]

@@ -66,6 +66,9 @@ def test_a_result_from_a_process_that_loaded_both_frameworks_is_refused(tmp_path
 
 # ------------------------------------------------------------------------------- a real local cluster
 
+# ~2 min (a Ray cluster, 6 cells each in a fresh process, the same 6 on the local executor): `make test-all`
+CLUSTER = pytest.mark.slow
+
 def _cli(out: Path, *extra, env=None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "shared", "run", "--preset", "smoke", "--out", str(out), "--arch", ARCH,
            *[a for t in TECHNIQUES for a in ("--technique", t)], "--controlled", *extra]
@@ -99,6 +102,7 @@ def _rows(out):
     return {r["cell_id"]: r for r in read_rows(out)}
 
 
+@CLUSTER
 def test_ray_gives_the_local_executors_cells_statuses_and_metrics(ray_run, local_run):
     ray_rows, local_rows = _rows(ray_run[0]), _rows(local_run)
     assert set(ray_rows) == set(local_rows) == {t.cell.id for t in ray_run[1]}
@@ -111,6 +115,7 @@ def test_ray_gives_the_local_executors_cells_statuses_and_metrics(ray_run, local
         assert (ray_run[0] / "artifacts" / f"{cid}.json").exists()
 
 
+@CLUSTER
 def test_a_worker_killed_mid_cell_is_retried_and_leaves_one_whole_row(ray_run):
     out, _, victim, marker, proc = ray_run
     assert marker.exists()  # the first worker of that cell killed itself (SIGKILL) after the cell began
@@ -122,6 +127,7 @@ def test_a_worker_killed_mid_cell_is_retried_and_leaves_one_whole_row(ray_run):
     assert not (out / "rows" / "corrupt").exists()
 
 
+@CLUSTER
 def test_controlled_keras_cells_start_after_the_pytorch_baseline_and_no_worker_loads_both(ray_run):
     rows = _rows(ray_run[0])
     (pt_base,) = [r for r in rows.values() if r["framework"] == "pytorch" and r["technique"] == "baseline"]
@@ -133,6 +139,7 @@ def test_controlled_keras_cells_start_after_the_pytorch_baseline_and_no_worker_l
     assert len({r["executor"]["pid"] for r in rows.values()}) == len(rows)  # a fresh process per cell
 
 
+@CLUSTER
 def test_a_rerun_on_ray_skips_every_finished_cell(ray_run):
     out = ray_run[0]
     before = {p.name: p.stat().st_mtime_ns for p in (out / "rows").iterdir()}
